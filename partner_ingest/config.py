@@ -1,0 +1,220 @@
+"""partners.yaml: the pydantic models and the loader.
+
+Validation happens once, at code-location load, so a typo never surfaces as a failed 3 a.m. run.
+Errors are re-worded to name the partner (by ``name`` when it is readable) and the dotted field.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import posixpath
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from partner_ingest.errors import ConfigError
+
+CONFIG_ENV = "PARTNER_INGEST_CONFIG"
+BUCKET_ENV = "PARTNER_INGEST_BUCKET"
+DEFAULT_CONFIG_FILE = "partners.yaml"
+
+_BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
+_HOST_KEY_TYPES = {
+    "ssh-ed25519",
+    "ssh-rsa",
+    "ecdsa-sha2-nistp256",
+    "ecdsa-sha2-nistp384",
+    "ecdsa-sha2-nistp521",
+}
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SensorSettings(_Strict):
+    """How often the partner's sensor lists the remote tree, and whether it starts running."""
+
+    interval_seconds: Annotated[int, Field(ge=10, le=86_400)] = 300
+    running: bool = False
+
+
+class StabilityRule(_Strict):
+    """When a remote file counts as complete.
+
+    ``min_age_seconds``: size and mtime unchanged across two listings at least that far apart
+    (mtime age alone is not enough: partners upload with preserved timestamps).
+    ``done_marker``: a suffix; ``x.csv`` is complete once ``x.csv<suffix>`` exists.
+    """
+
+    min_age_seconds: Annotated[int, Field(ge=0, le=86_400)] = 60
+    done_marker: Annotated[str, Field(min_length=1, pattern=r"^[^/]+$")] | None = None
+
+
+class RunLimits(_Strict):
+    """Caps on one run, so a busy partner gets a few batched runs rather than one per file."""
+
+    max_files_per_run: Annotated[int, Field(ge=1, le=10_000)] = 500
+    max_bytes_per_run: Annotated[int, Field(ge=1)] = 20 * 1024**3
+    max_partitions_per_tick: Annotated[int, Field(ge=1, le=10_000)] = 2_000
+
+
+class PartnerConfig(_Strict):
+    """One partner's SFTP server and what to take from it."""
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,62}$")]
+    host: Annotated[str, Field(min_length=1)]
+    port: Annotated[int, Field(ge=1, le=65_535)] = 22
+    username: Annotated[str, Field(min_length=1)]
+    secret_id: Annotated[str, Field(min_length=1)]
+    host_keys: Annotated[list[str], Field(min_length=1)]
+    remote_dir: Annotated[str, Field(min_length=1)]
+    include: list[str] = Field(default_factory=lambda: ["**"])
+    exclude: list[str] = Field(default_factory=list)
+    recursive: bool = True
+    landing_prefix: Annotated[str, Field(min_length=1)]
+    stability: StabilityRule = StabilityRule()
+    sensor: SensorSettings = SensorSettings()
+    limits: RunLimits = RunLimits()
+    expect_every: str | None = None
+    unzip: bool = False
+    after_landing: Literal["leave", "delete", "move"] = "leave"
+    archive_dir: str | None = None
+
+    @field_validator("host_keys")
+    @classmethod
+    def _host_keys_are_openssh_lines(cls, lines: list[str]) -> list[str]:
+        for line in lines:
+            parts = line.split()
+            if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
+                raise ValueError(
+                    f"'{line[:40]}' is not an OpenSSH public key line; expected '<type> <base64>' with "
+                    f"type one of {sorted(_HOST_KEY_TYPES)} (copy it from `ssh-keyscan -p PORT HOST`)"
+                )
+            try:
+                base64.b64decode(parts[1], validate=True)
+            except ValueError as exc:
+                raise ValueError(f"the key data of '{parts[0]} {parts[1][:16]}...' is not base64") from exc
+        return lines
+
+    @field_validator("landing_prefix")
+    @classmethod
+    def _prefix_is_relative_and_clean(cls, prefix: str) -> str:
+        stripped = prefix.strip("/")
+        if not stripped or any(seg in ("", ".", "..") for seg in stripped.split("/")):
+            raise ValueError(f"'{prefix}' must be a relative S3 prefix without empty, '.' or '..' segments")
+        return stripped + "/"
+
+    @field_validator("remote_dir")
+    @classmethod
+    def _remote_dir_is_normalized(cls, remote_dir: str) -> str:
+        normalized = posixpath.normpath(remote_dir)
+        if ".." in normalized.split("/"):
+            raise ValueError(f"'{remote_dir}' must not contain '..'")
+        return normalized
+
+    @model_validator(mode="after")
+    def _archive_dir_when_moving(self) -> PartnerConfig:
+        if self.after_landing == "move" and not self.archive_dir:
+            raise ValueError("after_landing: move needs archive_dir")
+        return self
+
+
+class LandingConfig(_Strict):
+    """The bucket partner files land in."""
+
+    bucket: str
+
+    @field_validator("bucket")
+    @classmethod
+    def _bucket_name(cls, bucket: str) -> str:
+        if not _BUCKET_RE.match(bucket) or ".." in bucket:
+            raise ValueError(f"'{bucket}' is not a valid S3 bucket name")
+        return bucket
+
+
+class IngestConfig(_Strict):
+    """The whole partners.yaml."""
+
+    landing: LandingConfig
+    partners: list[PartnerConfig] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _unique_names_and_prefixes(self) -> IngestConfig:
+        seen: dict[str, str] = {}
+        for partner in self.partners:
+            if partner.name in seen:
+                raise ValueError(f"partner name '{partner.name}' is used twice")
+            seen[partner.name] = partner.landing_prefix
+        prefixes = sorted(seen.items(), key=lambda item: item[1])
+        for (a, pa), (b, pb) in zip(prefixes, prefixes[1:], strict=False):
+            if pb.startswith(pa):
+                raise ValueError(f"landing_prefix of '{b}' ({pb}) lies inside that of '{a}' ({pa})")
+        return self
+
+    def partner(self, name: str) -> PartnerConfig:
+        for partner in self.partners:
+            if partner.name == name:
+                return partner
+        raise ConfigError(f"no partner named '{name}' in partners.yaml", partner=name,
+                          action="check the partner name or add it to partners.yaml")
+
+
+def config_path() -> Path:
+    return Path(os.environ.get(CONFIG_ENV) or DEFAULT_CONFIG_FILE)
+
+
+def load_config(path: Path | str | None = None) -> IngestConfig:
+    """Read and validate partners.yaml; ``PARTNER_INGEST_BUCKET`` overrides ``landing.bucket``."""
+    path = Path(path) if path is not None else config_path()
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(
+            f"partners config '{path}' does not exist",
+            action=f"create it (see partners.example.yaml) or point {CONFIG_ENV} at it",
+        ) from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"partners config '{path}' is not valid YAML: {exc}",
+                          action="fix the YAML syntax at the line shown") from None
+    return parse_config(raw, source=str(path))
+
+
+def parse_config(raw: Any, source: str = DEFAULT_CONFIG_FILE) -> IngestConfig:
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source} must be a mapping with 'landing' and 'partners'",
+                          action="see partners.example.yaml")
+    raw = dict(raw)
+    bucket = os.environ.get(BUCKET_ENV)
+    if bucket:
+        raw["landing"] = {**(raw.get("landing") or {}), "bucket": bucket}
+    try:
+        return IngestConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, raw, source),
+                          action=f"fix the fields named above in {source}") from None
+
+
+def _describe(exc: ValidationError, raw: dict, source: str) -> str:
+    """Turn pydantic's locations into 'partner <name>, field <a.b>' phrases."""
+    problems = []
+    partners = raw.get("partners") if isinstance(raw.get("partners"), list) else []
+    for err in exc.errors(include_url=False, include_input=False):
+        loc = list(err["loc"])
+        where = ""
+        if loc[:1] == ["partners"] and len(loc) > 1 and isinstance(loc[1], int):
+            index = loc[1]
+            entry = partners[index] if index < len(partners) else None
+            name = entry.get("name") if isinstance(entry, dict) else None
+            where = f"partner '{name}'" if name else f"partner #{index + 1}"
+            loc = loc[2:]
+        field = ".".join(str(part) for part in loc)
+        label = ", ".join(x for x in (where, f"field '{field}'" if field else "") if x)
+        problems.append(f"{label or 'top level'}: {err['msg']}")
+    return f"{source} is invalid: " + "; ".join(problems)

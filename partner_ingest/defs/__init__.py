@@ -1,0 +1,1 @@
+"""The Dagster glue: partners become assets, partitions, sensors and checks."""

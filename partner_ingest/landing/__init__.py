@@ -1,0 +1,1 @@
+"""S3 side: object keys, streaming uploads through boto3's transfer manager, verification."""

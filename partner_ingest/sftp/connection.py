@@ -1,0 +1,186 @@
+"""Open an SFTP session to a partner with its pinned host keys and stored credentials.
+
+There is no trust-on-first-use: the host keys come from partners.yaml and anything else is refused
+with the offered key's fingerprint and the exact line to pin once the partner has confirmed it.
+"""
+
+from __future__ import annotations
+
+import base64
+import stat
+from dataclasses import dataclass
+from types import TracebackType
+
+import paramiko
+
+from partner_ingest.config import PartnerConfig
+from partner_ingest.errors import (
+    AuthenticationError,
+    ConfigError,
+    ConnectionFailedError,
+    HostKeyError,
+    RemotePathError,
+)
+from partner_ingest.sftp.credentials import SftpCredentials
+
+# aes-gcm is ~20% faster than paramiko's default aes128-ctr; the rest keep paramiko's order.
+_PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
+
+
+@dataclass(frozen=True)
+class ConnectionSettings:
+    """Timeouts and flow control; the window bounds how much the server may send ahead of us."""
+
+    connect_timeout: float = 15.0
+    banner_timeout: float = 15.0
+    auth_timeout: float = 30.0
+    channel_timeout: float = 30.0
+    keepalive_seconds: int = 15
+    window_size: int = 16 * 1024 * 1024
+    max_packet_size: int = 256 * 1024
+
+
+def host_key_name(host: str, port: int) -> str:
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+def pinned_host_keys(partner: PartnerConfig) -> paramiko.HostKeys:
+    keys = paramiko.HostKeys()
+    name = host_key_name(partner.host, partner.port)
+    for line in partner.host_keys:
+        key_type, data = line.split()[:2]
+        try:
+            key = paramiko.PKey.from_type_string(key_type, base64.b64decode(data))
+        except Exception as exc:  # paramiko raises several types for malformed blobs
+            raise ConfigError(f"host key '{key_type} {data[:16]}...' cannot be parsed: {exc}",
+                              partner=partner.name, action="copy the key line again from ssh-keyscan") from None
+        keys.add(name, key.get_name(), key)
+    return keys
+
+
+def describe_key(key: paramiko.PKey) -> str:
+    return f"{key.get_name()} {key.fingerprint}"
+
+
+def _transport_factory(sock, **kwargs) -> paramiko.Transport:
+    transport = paramiko.Transport(sock, **kwargs)
+    options = transport.get_security_options()
+    available = list(options.ciphers)
+    options.ciphers = tuple([c for c in _PREFERRED_CIPHERS if c in available]
+                            + [c for c in available if c not in _PREFERRED_CIPHERS])
+    return transport
+
+
+class SftpSession:
+    """An open SSH connection and SFTP channel to one partner; close it (or use ``with``)."""
+
+    def __init__(self, partner: PartnerConfig, client: paramiko.SSHClient, sftp: paramiko.SFTPClient):
+        self.partner = partner
+        self.client = client
+        self.sftp = sftp
+
+    def __enter__(self) -> SftpSession:
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+    def close(self) -> None:
+        try:
+            self.sftp.close()
+        finally:
+            self.client.close()
+
+    def remote_path(self, relative_path: str) -> str:
+        base = self.partner.remote_dir
+        return f"{base.rstrip('/')}/{relative_path}" if base not in ("", ".") else relative_path
+
+    def check_remote_dir(self) -> None:
+        """Fail with the partner and the directory when ``remote_dir`` is missing or unreadable."""
+        try:
+            attrs = self.sftp.stat(self.partner.remote_dir)
+        except FileNotFoundError:
+            raise RemotePathError(
+                f"remote directory '{self.partner.remote_dir}' does not exist on {self.partner.host}",
+                partner=self.partner.name, path=self.partner.remote_dir,
+                action="check remote_dir in partners.yaml with the partner") from None
+        except PermissionError:
+            raise RemotePathError(
+                f"user '{self.partner.username}' may not read remote directory '{self.partner.remote_dir}'",
+                partner=self.partner.name, path=self.partner.remote_dir,
+                action="ask the partner to grant read access") from None
+        if not stat.S_ISDIR(attrs.st_mode or 0):
+            raise RemotePathError(
+                f"remote_dir '{self.partner.remote_dir}' is not a directory",
+                partner=self.partner.name, path=self.partner.remote_dir,
+                action="point remote_dir at the directory that holds the files")
+
+
+def open_session(partner: PartnerConfig, credentials: SftpCredentials,
+                 settings: ConnectionSettings = ConnectionSettings()) -> SftpSession:
+    """Connect, verify the host key against the pinned ones, authenticate, open the SFTP channel."""
+    client = paramiko.SSHClient()
+    pinned = pinned_host_keys(partner)
+    for name, entry in pinned.items():
+        for key_type, key in entry.items():
+            client.get_host_keys().add(name, key_type, key)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    where = f"{partner.host}:{partner.port}"
+    try:
+        client.connect(
+            partner.host,
+            port=partner.port,
+            username=partner.username,
+            password=credentials.password,
+            pkey=credentials.private_key,
+            timeout=settings.connect_timeout,
+            banner_timeout=settings.banner_timeout,
+            auth_timeout=settings.auth_timeout,
+            channel_timeout=settings.channel_timeout,
+            allow_agent=False,
+            look_for_keys=False,
+            transport_factory=_transport_factory,
+        )
+    except paramiko.BadHostKeyException as exc:
+        client.close()
+        offered = exc.key
+        raise HostKeyError(
+            f"{where} offered host key {describe_key(offered)}, which is not pinned "
+            f"(pinned: {', '.join(describe_key(k) for e in pinned.values() for k in e.values())})",
+            partner=partner.name,
+            action=("do not connect until the partner confirms this fingerprint out of band; if they rotated "
+                    f"their key, pin it in host_keys: '{offered.get_name()} {offered.get_base64()}'"),
+        ) from None
+    except paramiko.AuthenticationException:
+        client.close()
+        raise AuthenticationError(
+            f"{where} refused user '{partner.username}' with the {credentials.description} "
+            f"from secret '{partner.secret_id}'",
+            partner=partner.name,
+            action=f"check the username and update secret '{partner.secret_id}' with the partner's current credentials",
+        ) from None
+    except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
+        client.close()
+        raise ConnectionFailedError(
+            f"could not open SSH to {where}: {type(exc).__name__}: {exc}",
+            partner=partner.name,
+            action="check host and port, that the partner's server is up, and that it allowlists our egress IP",
+        ) from None
+    transport = client.get_transport()
+    assert transport is not None
+    transport.set_keepalive(settings.keepalive_seconds)
+    try:
+        sftp = paramiko.SFTPClient.from_transport(
+            transport, window_size=settings.window_size, max_packet_size=settings.max_packet_size)
+    except (paramiko.SSHException, OSError) as exc:
+        client.close()
+        raise ConnectionFailedError(
+            f"{where} accepted SSH but not the SFTP subsystem: {exc}", partner=partner.name,
+            action="ask the partner to enable SFTP for this user") from None
+    if sftp is None:
+        client.close()
+        raise ConnectionFailedError(f"{where} refused the SFTP channel", partner=partner.name,
+                                    action="ask the partner to enable SFTP for this user")
+    sftp.get_channel().settimeout(settings.channel_timeout)
+    return SftpSession(partner, client, sftp)

@@ -1,0 +1,205 @@
+"""Move one remote file into S3 and report what happened. Knows nothing of Dagster.
+
+The remote file is read once, through a bounded pipeline, straight into boto3's transfer manager;
+its SHA-256 is computed on the way. Before the last byte is handed to S3 the remote file is stat'ed
+again: if its size or mtime moved, the read raises and the upload is aborted, so a file that was
+still being written never lands.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import stat
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import paramiko
+from boto3.exceptions import RetriesExceededError, S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
+
+from partner_ingest.config import PartnerConfig
+from partner_ingest.errors import (
+    ConnectionFailedError,
+    LandingError,
+    PartnerIngestError,
+    RemoteFileChangedError,
+    RemotePathError,
+)
+from partner_ingest.landing.keys import ascii_header_value, landing_key
+from partner_ingest.landing.upload import landing_error, read_sha256_tag, transfer_config, upload_stream
+from partner_ingest.sftp.connection import SftpSession
+from partner_ingest.sftp.reader import PipelinedReader, RemoteFileShrunk
+
+
+@dataclass(frozen=True)
+class RemoteVersion:
+    """A remote file's identity for change detection: (size, mtime in whole seconds)."""
+
+    size: int
+    mtime: int
+
+    @property
+    def token(self) -> str:
+        return f"{self.size}-{self.mtime}"
+
+
+@dataclass(frozen=True)
+class LandedFile:
+    """What one transfer did; everything the Dagster layer records as metadata."""
+
+    partner: str
+    relative_path: str
+    remote_path: str
+    version: RemoteVersion
+    bucket: str
+    key: str
+    s3_version_id: str | None
+    sha256: str
+    seconds: float
+    uploaded: bool
+
+    @property
+    def bytes_per_second(self) -> float:
+        return self.version.size / self.seconds if self.seconds > 0 else 0.0
+
+
+class _HashingSource:
+    """File object for ``upload_fileobj``: hashes and counts, and re-checks the file at its end."""
+
+    def __init__(self, reader: PipelinedReader, on_end: Any) -> None:
+        self._reader = reader
+        self._on_end = on_end
+        self._hash = hashlib.sha256()
+        self._count = 0
+        self._ended = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._reader.read(n)
+        self._hash.update(data)
+        self._count += len(data)
+        if not self._ended and (not data or self._reader.offset >= self._size_target):
+            self._ended = True
+            self._on_end()
+        return data
+
+    @property
+    def _size_target(self) -> int:
+        return self._reader._size
+
+    def result(self) -> tuple[int, str]:
+        return self._count, self._hash.hexdigest()
+
+
+def object_metadata(partner: PartnerConfig, relative_path: str, remote_path: str,
+                    version: RemoteVersion) -> dict[str, str]:
+    return {
+        "partner": partner.name,
+        "source-host": f"{partner.host}:{partner.port}",
+        "source-path": ascii_header_value(remote_path),
+        "source-size": str(version.size),
+        "source-mtime": str(version.mtime),
+    }
+
+
+def stat_remote_file(session: SftpSession, relative_path: str) -> tuple[str, RemoteVersion]:
+    partner = session.partner
+    remote_path = session.remote_path(relative_path)
+    try:
+        attrs = session.sftp.stat(remote_path)
+    except FileNotFoundError:
+        raise RemotePathError(f"'{remote_path}' no longer exists on {partner.host}", partner=partner.name,
+                              path=remote_path, action="nothing to land; the sensor drops files that vanish"
+                              ) from None
+    except PermissionError:
+        raise RemotePathError(f"user '{partner.username}' may not stat '{remote_path}'", partner=partner.name,
+                              path=remote_path, action="ask the partner to grant read access") from None
+    if not stat.S_ISREG(attrs.st_mode or 0):
+        raise RemotePathError(f"'{remote_path}' is not a regular file", partner=partner.name, path=remote_path,
+                              action="exclude it in partners.yaml")
+    return remote_path, RemoteVersion(size=attrs.st_size or 0, mtime=int(attrs.st_mtime or 0))
+
+
+def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion) -> tuple[str, str | None] | None:
+    """The SHA-256 and S3 version of an object that already holds this remote version, if any."""
+    try:
+        head = s3.head_object(Bucket=bucket, Key=key)
+    except ClientError:
+        return None
+    meta = head.get("Metadata", {})
+    if meta.get("source-size") != str(version.size) or meta.get("source-mtime") != str(version.mtime):
+        return None
+    if head.get("ContentLength") != version.size:
+        return None
+    digest = read_sha256_tag(s3, bucket, key, head.get("VersionId"))
+    return (digest, head.get("VersionId")) if digest else None
+
+
+def land_file(session: SftpSession, s3: Any, *, bucket: str, relative_path: str,
+              multipart_threshold: int = 16 * 1024 * 1024, skip_if_landed: bool = True) -> LandedFile:
+    """Land ``remote_dir/relative_path`` at ``landing_prefix/relative_path``; raise a PartnerIngestError."""
+    partner = session.partner
+    started = time.monotonic()
+    remote_path, version = stat_remote_file(session, relative_path)
+    key = landing_key(partner.landing_prefix, relative_path)
+
+    def landed(sha256: str, s3_version: str | None, uploaded: bool) -> LandedFile:
+        return LandedFile(partner=partner.name, relative_path=relative_path, remote_path=remote_path,
+                          version=version, bucket=bucket, key=key, s3_version_id=s3_version, sha256=sha256,
+                          seconds=time.monotonic() - started, uploaded=uploaded)
+
+    if skip_if_landed:
+        existing = already_landed(s3, bucket, key, version)
+        if existing:
+            return landed(existing[0], existing[1], uploaded=False)
+
+    try:
+        remote = session.sftp.open(remote_path, "rb")
+    except PermissionError:
+        raise RemotePathError(f"user '{partner.username}' may not read '{remote_path}'", partner=partner.name,
+                              path=remote_path, action="ask the partner to grant read access") from None
+    except FileNotFoundError:
+        raise RemotePathError(f"'{remote_path}' vanished before it could be read", partner=partner.name,
+                              path=remote_path, action="nothing to land; it is picked up again if it returns"
+                              ) from None
+
+    def unchanged() -> None:
+        attrs = remote.stat()
+        now = RemoteVersion(size=attrs.st_size or 0, mtime=int(attrs.st_mtime or 0))
+        if now != version:
+            raise RemoteFileChangedError(
+                f"'{remote_path}' changed while it was read (size/mtime {version.token} -> {now.token})",
+                partner=partner.name, path=remote_path,
+                action="nothing was landed; it is ingested again once the partner finishes writing it")
+
+    reader = PipelinedReader(session.sftp, remote.handle, size=version.size)
+    source = _HashingSource(reader, unchanged)
+    metadata = object_metadata(partner, relative_path, remote_path, version)
+    try:
+        landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata,
+                                      config=transfer_config(multipart_threshold=multipart_threshold),
+                                      sha256_of_source=source.result)
+    except PartnerIngestError:
+        raise
+    except RemoteFileShrunk as exc:
+        raise RemoteFileChangedError(f"'{remote_path}' shrank while it was read ({exc})", partner=partner.name,
+                                     path=remote_path, action="nothing was landed; it is ingested again once stable"
+                                     ) from None
+    except (TimeoutError, paramiko.SSHException, EOFError, ConnectionError) as exc:
+        raise ConnectionFailedError(f"connection to {partner.host}:{partner.port} failed while reading "
+                                    f"'{remote_path}': {type(exc).__name__}: {exc}", partner=partner.name,
+                                    path=remote_path, action="nothing was landed; the run can be retried") from None
+    except (ClientError, BotoCoreError) as exc:
+        raise landing_error(exc, partner=partner.name, path=remote_path, bucket=bucket, key=key) from None
+    except (S3UploadFailedError, RetriesExceededError) as exc:
+        raise landing_error(exc, partner=partner.name, path=remote_path, bucket=bucket, key=key) from None
+    finally:
+        try:
+            reader.drain()
+            remote.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+    if landed_object.size != version.size:
+        raise LandingError(f"read {landed_object.size} bytes of '{remote_path}', expected {version.size}",
+                           partner=partner.name, path=remote_path, action="re-run the file")
+    return landed(landed_object.sha256, landed_object.version_id, uploaded=True)
