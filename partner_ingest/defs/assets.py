@@ -55,6 +55,14 @@ def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFi
     )
 
 
+def _relative_path(partner: PartnerConfig, key: str) -> str:
+    try:
+        return decode_partition_key(key)
+    except UnicodeDecodeError:
+        raise PartitionKeyError(f"partition key '{key}' is not an encoded remote path", partner=partner.name,
+                                action="delete this partition; keys are created by the partner's sensor") from None
+
+
 def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsDefinition:
     @asset(
         key=files_asset_key(partner),
@@ -73,17 +81,15 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
         keys = context.partition_keys
         failures: list[PartnerIngestError] = []
         client = s3.get_client()
-        with sftp.open(partner) as session:
+        try:
+            session = sftp.open(partner)
             session.check_remote_dir()
+        except PartnerIngestError as exc:
+            raise Failure(description=str(exc), metadata={"files_not_landed": len(keys)}) from None
+        with session:
             for key in keys:
                 try:
-                    relative_path = decode_partition_key(key)
-                except UnicodeDecodeError:
-                    failures.append(PartitionKeyError(f"partition key '{key}' is not a valid encoded path",
-                                                      partner=partner.name, action="delete this partition"))
-                    continue
-                try:
-                    landed = land_file(session, client, bucket=landing.bucket, relative_path=relative_path)
+                    landed = land_file(session, client, bucket=landing.bucket, relative_path=_relative_path(partner, key))
                 except PartnerIngestError as exc:
                     context.log.error(str(exc))
                     failures.append(exc)
@@ -100,5 +106,4 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
                              + (f"; and {len(failures) - 20} more" if len(failures) > 20 else "")),
                 metadata={"failed_files": MetadataValue.json([f.path for f in failures])},
             )
-
     return _files

@@ -62,13 +62,27 @@ def describe_key(key: paramiko.PKey) -> str:
     return f"{key.get_name()} {key.fingerprint}"
 
 
-def _transport_factory(sock, **kwargs) -> paramiko.Transport:
-    transport = paramiko.Transport(sock, **kwargs)
-    options = transport.get_security_options()
-    available = list(options.ciphers)
-    options.ciphers = tuple([c for c in _PREFERRED_CIPHERS if c in available]
-                            + [c for c in available if c not in _PREFERRED_CIPHERS])
-    return transport
+def _transport_factory(pinned_types: list[str]):
+    """A Transport that asks for the pinned key types first and prefers aes-gcm.
+
+    paramiko itself only moves the *first* pinned key type to the front; listing all of them
+    means a server that holds any one pinned key offers that one, as OpenSSH's client does.
+    """
+    wanted: list[str] = []
+    for key_type in pinned_types:
+        wanted.extend(["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"] if key_type == "ssh-rsa" else [key_type])
+
+    def factory(sock, **kwargs) -> paramiko.Transport:
+        transport = paramiko.Transport(sock, **kwargs)
+        options = transport.get_security_options()
+        ciphers = list(options.ciphers)
+        options.ciphers = tuple([c for c in _PREFERRED_CIPHERS if c in ciphers]
+                                + [c for c in ciphers if c not in _PREFERRED_CIPHERS])
+        key_types = list(options.key_types)
+        options.key_types = tuple([k for k in wanted if k in key_types] + [k for k in key_types if k not in wanted])
+        return transport
+
+    return factory
 
 
 class SftpSession:
@@ -140,7 +154,7 @@ def open_session(partner: PartnerConfig, credentials: SftpCredentials,
             channel_timeout=settings.channel_timeout,
             allow_agent=False,
             look_for_keys=False,
-            transport_factory=_transport_factory,
+            transport_factory=_transport_factory([k.split()[0] for k in partner.host_keys]),
         )
     except paramiko.BadHostKeyException as exc:
         client.close()
