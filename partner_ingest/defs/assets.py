@@ -89,7 +89,8 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
         with session:
             for key in keys:
                 try:
-                    landed = land_file(session, client, bucket=landing.bucket, relative_path=_relative_path(partner, key))
+                    relative_path = _relative_path(partner, key)
+                    landed = land_file(session, client, bucket=landing.bucket, relative_path=relative_path)
                 except PartnerIngestError as exc:
                     context.log.error(str(exc))
                     failures.append(exc)
