@@ -1,0 +1,94 @@
+"""The README's demo command: the UI answers, lists the demo asset, and a partition launched from
+the UI's own GraphQL API lands in the embedded bucket. Stopped by SIGTERM to its process group."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import boto3
+import pytest
+
+from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest_tests.harness.processes import free_port, stop_process
+
+ASSET_PATH = ["partners", "demo", "files"]
+
+
+def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
+        headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
+        return json.load(response)
+
+
+def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path):
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            pytest.fail(f"the demo exited with {proc.returncode} while waiting for {what}:\n{log.read_text()[-3000:]}")
+        try:
+            value = predicate()
+            if value:
+                return value
+        except Exception as exc:  # the server is still coming up
+            last_error = exc
+        time.sleep(1)
+    pytest.fail(f"timed out after {timeout}s waiting for {what} ({last_error!r}):\n{log.read_text()[-3000:]}")
+
+
+@pytest.fixture
+def demo(tmp_path):
+    port = free_port()
+    log = tmp_path / "demo.log"
+    state = tmp_path / "state"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    with log.open("w") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "partner_ingest.cli", "demo", "--port", str(port),
+                                 "--state-dir", str(state)], stdout=out, stderr=subprocess.STDOUT, env=env,
+                                start_new_session=True)
+    try:
+        yield port, state, proc, log
+    finally:
+        stop_process(proc, group=True, timeout=60)
+        assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout == b"", \
+            "processes of the demo outlived it"
+
+
+def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
+    port, state, proc, log = demo
+    _wait(lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/server_info", timeout=5).status == 200,
+          180, "the webserver", proc, log)
+    nodes = _wait(lambda: [n["assetKey"]["path"] for n in
+                           _graphql(port, "{ assetNodes { assetKey { path } } }")["data"]["assetNodes"]],
+                  180, "the code location to load", proc, log)
+    assert ASSET_PATH in nodes
+
+    endpoints = json.loads((state / "endpoints.json").read_text())
+    assert "password" not in json.dumps(endpoints).lower()
+    key = encode_partition_key("reports/Q3 résumé, final.csv")
+    launched = _graphql(port, """
+        mutation($params: LaunchBackfillParams!) {
+          launchPartitionBackfill(backfillParams: $params) {
+            __typename
+            ... on LaunchBackfillSuccess { backfillId }
+            ... on PythonError { message }
+          }
+        }""", {"params": {"partitionNames": [key], "assetSelection": [{"path": ASSET_PATH}]}})
+    assert launched["data"]["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", launched
+
+    s3 = boto3.client("s3", endpoint_url=endpoints["aws_endpoint_url"], region_name="us-east-1",
+                      aws_access_key_id="demo", aws_secret_access_key="demo")
+    object_key = "partners/demo/reports/Q3 résumé, final.csv"
+    head = _wait(lambda: s3.head_object(Bucket=endpoints["bucket"], Key=object_key), 180,
+                 "the demo file to land in the embedded bucket", proc, log)
+    assert head["ContentLength"] > 0
+    tags = s3.get_object_tagging(Bucket=endpoints["bucket"], Key=object_key)["TagSet"]
+    assert any(t["Key"] == "sha256" and len(t["Value"]) == 64 for t in tags)

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# One command for the whole test suite on a fresh machine (run as root: the tests start a real
+# OpenSSH sshd that authenticates its own system accounts). Installs openssh-server (and rclone,
+# the benchmarks' reference peer) when missing, the Python packages into .venv, then runs ruff and
+# pytest. Extra arguments go to pytest.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+[ -x /usr/sbin/sshd ] || missing+=(openssh-server)
+command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
+command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "installing system packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+bash scripts/bootstrap.sh test
+.venv/bin/ruff check .
+started=$(date +%s)
+if [ "$(id -u)" -eq 0 ]; then
+  .venv/bin/python -m pytest "$@"
+else
+  sudo --preserve-env=PATH .venv/bin/python -m pytest "$@"
+fi
+echo "test suite wall time: $(( $(date +%s) - started )) s"
