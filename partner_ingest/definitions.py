@@ -1,17 +1,6 @@
-"""The code location: one set of assets (and, later, sensors and checks) per partner in partners.yaml."""
+"""The code location Dagster loads: every partner in partners.yaml (``PARTNER_INGEST_CONFIG``)."""
 
-from __future__ import annotations
-
-from dagster import Definitions
-
-from partner_ingest.config import IngestConfig, load_config
-from partner_ingest.defs.assets import build_files_asset
-from partner_ingest.defs.resources import default_resources
-
-
-def build_definitions(config: IngestConfig) -> Definitions:
-    assets = [build_files_asset(partner, config.landing) for partner in config.partners]
-    return Definitions(assets=assets, resources=default_resources())
-
+from partner_ingest.config import load_config
+from partner_ingest.defs.code_location import build_definitions
 
 defs = build_definitions(load_config())

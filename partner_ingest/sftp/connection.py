@@ -131,6 +131,15 @@ class SftpSession:
                 action="point remote_dir at the directory that holds the files")
 
 
+def _connect_cause(exc: BaseException, settings: ConnectionSettings) -> str:
+    """paramiko hides the socket error inside NoValidConnectionsError; surface it (e.g. Connection refused)."""
+    if isinstance(exc, paramiko.ssh_exception.NoValidConnectionsError):
+        return "; ".join(f"{addr[0]}:{addr[1]} {err.strerror or err}" for addr, err in exc.errors.items())
+    if isinstance(exc, TimeoutError):
+        return f"no answer within {settings.connect_timeout:.0f}s (timed out)"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def open_session(partner: PartnerConfig, credentials: SftpCredentials,
                  settings: ConnectionSettings = ConnectionSettings()) -> SftpSession:
     """Connect, verify the host key against the pinned ones, authenticate, open the SFTP channel."""
@@ -177,7 +186,7 @@ def open_session(partner: PartnerConfig, credentials: SftpCredentials,
     except (TimeoutError, paramiko.SSHException, OSError, EOFError) as exc:
         client.close()
         raise ConnectionFailedError(
-            f"could not open SSH to {where}: {type(exc).__name__}: {exc}",
+            f"could not open SSH to {where}: {_connect_cause(exc, settings)}",
             partner=partner.name,
             action="check host and port, that the partner's server is up, and that it allowlists our egress IP",
         ) from None

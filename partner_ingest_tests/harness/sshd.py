@@ -58,6 +58,19 @@ def _ensure_user(name: str) -> None:
         _run("useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name)
 
 
+def _machine_password() -> str:
+    """One random password per machine (root-only file), so concurrent test sessions agree on it."""
+    path = Path("/var/lib/partner-ingest-tests/pi_pw.password")
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return path.read_text().strip()
+    with os.fdopen(fd, "w") as out:
+        out.write(secrets.token_urlsafe(18))
+    return path.read_text().strip()
+
+
 def _public(path: Path) -> str:
     return Path(f"{path}.pub").read_text().strip()
 
@@ -73,7 +86,7 @@ def start_sshd() -> Sshd:
     workdir.chmod(0o755)
     for user in (PASSWORD_USER, KEY_USER):
         _ensure_user(user)
-    password = secrets.token_urlsafe(18)
+    password = _machine_password()
     _run("chpasswd", input=f"{PASSWORD_USER}:{password}\n")
     _run("usermod", "-p", "*", KEY_USER)  # unlocked for key login with UsePAM no, no password
 

@@ -1,0 +1,697 @@
+"""Throughput and memory of our SFTP -> S3 transfer core against OpenSSH and rclone, over loopback.
+
+Why: the transfer core (``partner_ingest.transfer.land_file`` on top of
+``partner_ingest.sftp.reader.PipelinedReader``) is pure Python on paramiko + boto3. This puts a
+number on what that costs next to OpenSSH's ``sftp`` (the reference, 1.00) and rclone, shows how much
+of the gap is the S3 side (moto, which is itself a Python server, caps the end-to-end case), and
+shows that peak memory does not grow with the file size.
+
+Everything runs on this machine over 127.0.0.1: a real OpenSSH sshd and a moto S3 server from the test
+harness (``partner_ingest_tests/harness``), started here and stopped by PID at the end, even on
+Ctrl-C or an error. Needs root (sshd authenticates its own system accounts), openssh-server/-client
+and rclone (``scripts/test.sh`` installs them).
+
+Run from the repository root:
+
+    sudo .venv/bin/python benchmarks/transfer_throughput.py --size-mib 256
+    sudo .venv/bin/python benchmarks/transfer_throughput.py             # 1 GiB, 1000 small files, 3 runs
+
+Cases (each run ``--repeat`` times, interleaved, median reported):
+
+1. OpenSSH ``sftp`` get -> /dev/null (reference = 1.00).
+2. ours: SFTP read alone (``PipelinedReader`` + sha256, no S3).
+3. ours end to end: ``land_file`` SFTP -> moto S3 (multipart), in a child process so its peak RSS
+   can be read from the kernel (``wait4``); also run once at 1/4 of the size and for a 10 KiB file.
+4. rclone ``copyto`` sftp -> moto S3.
+5. moto alone: boto3 ``upload_fileobj`` of an in-memory stream, same TransferConfig as ours.
+6. small files: OpenSSH ``get -r`` to a local dir, ours (one session, ``land_file`` per file),
+   rclone ``copy``; plus two diagnostic rows splitting ours into its SFTP and its S3 part.
+
+Times include connecting and authenticating (OpenSSH and rclone: the whole command; ours: from
+``open_session`` on, not the Python interpreter's start). All data comes from the page cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import io
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+MiB = 1024 * 1024
+KiB = 1024
+BIG_FILE = "big.bin"
+QUARTER_FILE = "quarter.bin"
+TINY_FILE = "tiny.bin"
+SMALL_DIR = "small"
+
+# Case labels, in table order.
+OPENSSH = "OpenSSH sftp get -> /dev/null"
+OURS_READ = "ours: SFTP read + sha256"
+OURS_S3 = "ours: SFTP -> S3 (moto)"
+RCLONE = "rclone sftp -> S3 (moto)"
+MOTO = "moto alone (boto3 upload)"
+SMALL_OPENSSH = "OpenSSH sftp get -r -> local dir"
+SMALL_OURS = "ours: 1 session, land_file each"
+SMALL_RCLONE = "rclone copy sftp -> S3 (moto)"
+SMALL_OURS_SFTP = "  diag: ours SFTP only (no S3)"
+SMALL_MOTO = "  diag: moto alone (put+head+tag)"
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers shared by parent and child
+
+
+def boto_config() -> Any:
+    from botocore.config import Config
+
+    return Config(connect_timeout=10, read_timeout=120, retries={"max_attempts": 2, "mode": "standard"})
+
+
+def s3_client() -> Any:
+    import boto3
+
+    return boto3.client("s3", config=boto_config())
+
+
+def partner_for(spec: dict[str, Any]) -> Any:
+    from partner_ingest.config import PartnerConfig
+
+    return PartnerConfig(name="bench", host="127.0.0.1", port=spec["port"], username=spec["username"],
+                         secret_id="unused-by-the-benchmark", host_keys=[spec["host_key"]],
+                         remote_dir=spec["remote_dir"], landing_prefix="bench")
+
+
+def open_partner_session(spec: dict[str, Any]) -> Any:
+    """Our client logs in like OpenSSH and rclone do here: as the key user, with the Ed25519 key.
+
+    (Key rather than password: the harness resets the password user's password whenever any other
+    test run on this machine starts its sshd, which would break a long benchmark half way.)
+    """
+    from partner_ingest.sftp.connection import open_session
+    from partner_ingest.sftp.credentials import credentials_from_secret
+
+    secret = json.dumps({"private_key": Path(spec["key_file"]).read_text()})
+    return open_session(partner_for(spec), credentials_from_secret("bench", "bench-key", secret))
+
+
+# --------------------------------------------------------------------------------------------------
+# the child: case 3 in its own process, so its peak RSS is its own
+
+
+def proc_status_kib(field_name: str) -> int:
+    """A field of /proc/self/status in KiB: VmRSS (now) or VmHWM (this image's peak since exec)."""
+    match = re.search(rf"^{field_name}:\s+(\d+) kB", Path("/proc/self/status").read_text(), re.MULTILINE)
+    return int(match.group(1)) if match else 0
+
+
+def child_main(spec_json: str) -> int:
+    """Land one file and print one JSON line with its timings and its RSS before and at peak.
+
+    The peak is VmHWM, not ``ru_maxrss``: on Linux ``ru_maxrss`` survives ``execve``, so a child's
+    ``ru_maxrss`` (and what ``wait4`` returns for it) is at least the parent's RSS when it was spawned.
+    """
+    from partner_ingest.transfer import land_file
+
+    spec = json.loads(spec_json)
+    s3 = s3_client()
+    s3.head_bucket(Bucket=spec["bucket"])  # warm the client (endpoint, credentials) outside the timing
+    rss_before_kib = proc_status_kib("VmRSS")
+    started = time.monotonic()
+    with open_partner_session(spec) as session:
+        connected = time.monotonic()
+        landed = land_file(session, s3, bucket=spec["bucket"], relative_path=spec["relative_path"],
+                           multipart_threshold=spec["multipart_threshold"], skip_if_landed=False)
+        cipher = session.client.get_transport().remote_cipher
+    ended = time.monotonic()
+    print(json.dumps({"seconds": ended - started, "connect_seconds": connected - started,
+                      "land_seconds": landed.seconds, "sha256": landed.sha256, "size": landed.version.size,
+                      "key": landed.key, "rss_before_kib": rss_before_kib,
+                      "peak_rss_kib": proc_status_kib("VmHWM"), "cipher": cipher}), flush=True)
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# the parent
+
+
+@dataclass
+class Rig:
+    """Everything the cases need: servers, files, the pieces of config for each client."""
+
+    args: argparse.Namespace
+    sshd: Any
+    moto: Any
+    scratch: Path
+    tree: Path
+    bucket: str
+    key_file: Path
+    known_hosts: Path
+    rclone_config: Path
+    digests: dict[str, str] = field(default_factory=dict)
+    sizes: dict[str, int] = field(default_factory=dict)
+    notes: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def spec(self) -> dict[str, Any]:
+        from partner_ingest_tests.harness.sshd import KEY_USER
+
+        return {"port": self.sshd.port, "username": KEY_USER, "host_key": self.sshd.host_key_lines["ed25519"],
+                "key_file": str(self.key_file), "remote_dir": str(self.tree), "bucket": self.bucket,
+                "multipart_threshold": self.args.multipart_threshold_mib * MiB}
+
+    def remote(self, name: str) -> str:
+        return f"{self.tree}/{name}"
+
+
+@dataclass
+class Sample:
+    seconds: float
+    rss_mib: float | None = None
+
+
+def write_random(path: Path, size: int) -> str:
+    """Incompressible content (SSH compression is off anyway), readable by the test users."""
+    digest = hashlib.sha256()
+    with path.open("wb") as out:
+        remaining = size
+        while remaining:
+            block = os.urandom(min(remaining, 8 * MiB))
+            digest.update(block)
+            out.write(block)
+            remaining -= len(block)
+    path.chmod(0o644)
+    return digest.hexdigest()
+
+
+def run_command(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None,
+                what: str) -> tuple[float, str]:
+    """Run ``cmd`` in its own process group; kill that group by its id on timeout or interrupt."""
+    started = time.monotonic()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+                            start_new_session=True)
+    try:
+        output, _ = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=10)
+        raise
+    seconds = time.monotonic() - started
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} exited with {proc.returncode}: {' '.join(cmd)}\n{output[-3000:]}")
+    return seconds, output
+
+
+def sftp_command(rig: Rig, batch: str, *, verbose: bool = False) -> list[str]:
+    from partner_ingest_tests.harness.sshd import KEY_USER
+
+    batch_file = rig.scratch / f"batch-{secrets.token_hex(4)}"
+    batch_file.write_text(batch)
+    return ["sftp", *(["-v"] if verbose else []), "-F", "/dev/null", "-b", str(batch_file), "-i", str(rig.key_file),
+            "-o", f"UserKnownHostsFile={rig.known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+            "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15",
+            "-P", str(rig.sshd.port), f"{KEY_USER}@127.0.0.1"]
+
+
+def rclone_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.startswith("RCLONE_")}
+    return env  # rclone fails against a custom endpoint while AWS_CA_BUNDLE is set
+
+
+def rclone_command(rig: Rig, *args: str) -> list[str]:
+    # rclone rewrites its config file on first use: give each run a fresh throwaway copy.
+    config = rig.scratch / f"rclone-{secrets.token_hex(4)}.conf"
+    shutil.copyfile(rig.rclone_config, config)
+    config.chmod(0o600)
+    return ["rclone", "--config", str(config), "--retries", "1", "--low-level-retries", "3",
+            "--contimeout", "15s", "--timeout", "120s", *args]
+
+
+def purge(s3: Any, bucket: str, prefix: str) -> None:
+    """Delete every version under ``prefix`` so moto frees the data between runs."""
+    paginator = s3.get_paginator("list_object_versions")
+    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
+        versions = [{"Key": v["Key"], "VersionId": v["VersionId"]}
+                    for v in (*page.get("Versions", []), *page.get("DeleteMarkers", []))]
+        if versions:
+            s3.delete_objects(Bucket=bucket, Delete={"Objects": versions, "Quiet": True})
+
+
+# ---- the cases ----------------------------------------------------------------------------------
+
+
+def case_openssh(rig: Rig, first: bool) -> Sample:
+    cmd = sftp_command(rig, f"get {rig.remote(BIG_FILE)} /dev/null\n", verbose=first)
+    seconds, output = run_command(cmd, timeout=rig.args.timeout, what="sftp get")
+    if first:
+        match = re.search(r"kex: server->client cipher: (\S+)", output)
+        rig.notes["openssh cipher"] = match.group(1) if match else "?"
+    return Sample(seconds)
+
+
+def case_ours_read(rig: Rig) -> Sample:
+    from partner_ingest.sftp.reader import PipelinedReader
+
+    size = rig.sizes[BIG_FILE]
+    started = time.monotonic()
+    with open_partner_session(rig.spec) as session:
+        remote = session.sftp.open(rig.remote(BIG_FILE), "rb")
+        reader = PipelinedReader(session.sftp, remote.handle, size=size)
+        digest = hashlib.sha256()
+        while chunk := reader.read(rig.args.read_mib * MiB):
+            digest.update(chunk)
+        remote.close()
+        rig.notes["ours cipher"] = session.client.get_transport().remote_cipher
+    seconds = time.monotonic() - started
+    if digest.hexdigest() != rig.digests[BIG_FILE]:
+        raise RuntimeError("ours (read): SHA-256 mismatch")
+    return Sample(seconds)
+
+
+def run_child(rig: Rig, relative_path: str) -> tuple[dict[str, Any], float]:
+    """Case 3 in a subprocess of this script; returns its JSON result and its peak RSS in MiB.
+
+    The result also carries what ``wait4`` says (``wait4_maxrss_kib``), for comparison.
+    """
+    spec = {**rig.spec, "relative_path": relative_path}
+    env = dict(os.environ)
+    out_path, err_path = rig.scratch / "child.out", rig.scratch / "child.err"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                                stdout=out, stderr=err, env=env, start_new_session=True)
+    try:
+        deadline = time.monotonic() + rig.args.timeout
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+                break
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"the land_file child did not finish in {rig.args.timeout:.0f} s")
+            time.sleep(0.05)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=10)
+        raise
+    output, errors = out_path.read_text(), err_path.read_text()
+    if proc.returncode != 0:
+        raise RuntimeError(f"land_file child exited with {proc.returncode}:\n{errors[-3000:]}")
+    result = json.loads(output.strip().splitlines()[-1])
+    if result["sha256"] != rig.digests[relative_path]:
+        raise RuntimeError(f"ours (land_file {relative_path}): SHA-256 mismatch")
+    result["wait4_maxrss_kib"] = usage.ru_maxrss
+    return result, result["peak_rss_kib"] / 1024
+
+
+def case_ours_s3(rig: Rig, s3: Any) -> Sample:
+    result, rss = run_child(rig, BIG_FILE)
+    purge(s3, rig.bucket, result["key"])
+    return Sample(result["seconds"], rss)
+
+
+def case_rclone(rig: Rig, s3: Any) -> Sample:
+    key = f"rclone/{BIG_FILE}"
+    cmd = rclone_command(rig, "copyto", f"src:{rig.remote(BIG_FILE)}", f"dst:{rig.bucket}/{key}")
+    seconds, _ = run_command(cmd, timeout=rig.args.timeout, env=rclone_env(), what="rclone copyto")
+    size = s3.head_object(Bucket=rig.bucket, Key=key)["ContentLength"]
+    if size != rig.sizes[BIG_FILE]:
+        raise RuntimeError(f"rclone landed {size} bytes, expected {rig.sizes[BIG_FILE]}")
+    purge(s3, rig.bucket, key)
+    return Sample(seconds)
+
+
+class PatternStream(io.RawIOBase):
+    """``size`` bytes cycling over one random 1 MiB block: S3 input that costs nothing to produce."""
+
+    def __init__(self, size: int) -> None:
+        self._block = os.urandom(MiB) * 2
+        self._size = size
+        self._offset = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        want = self._size - self._offset if n is None or n < 0 else min(n, self._size - self._offset)
+        pieces = []
+        while want > 0:
+            start = self._offset % MiB
+            take = min(want, MiB)
+            pieces.append(self._block[start:start + take])
+            self._offset += take
+            want -= take
+        return b"".join(pieces)
+
+
+def case_moto(rig: Rig, s3: Any) -> Sample:
+    from partner_ingest.landing.upload import transfer_config
+
+    key = f"moto-alone/{BIG_FILE}"
+    config = transfer_config(multipart_threshold=rig.args.multipart_threshold_mib * MiB)
+    started = time.monotonic()
+    s3.upload_fileobj(PatternStream(rig.sizes[BIG_FILE]), rig.bucket, key, Config=config)
+    seconds = time.monotonic() - started
+    purge(s3, rig.bucket, key)
+    return Sample(seconds)
+
+
+def case_small_openssh(rig: Rig, run: int) -> Sample:
+    dest = rig.scratch / f"small-get-{run}"
+    dest.mkdir()
+    try:
+        cmd = sftp_command(rig, f"get -r {rig.remote(SMALL_DIR)} {dest}\n")
+        seconds, _ = run_command(cmd, timeout=rig.args.timeout, what="sftp get -r")
+        got = sum(1 for p in dest.rglob("*") if p.is_file())
+        if got != rig.args.small_files:
+            raise RuntimeError(f"sftp get -r fetched {got} files, expected {rig.args.small_files}")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    return Sample(seconds)
+
+
+def case_small_ours(rig: Rig, s3: Any) -> Sample:
+    from partner_ingest.transfer import land_file
+
+    started = time.monotonic()
+    count = 0
+    with open_partner_session(rig.spec) as session:
+        names = sorted(a.filename for a in session.sftp.listdir_attr(rig.remote(SMALL_DIR)))
+        for name in names:
+            land_file(session, s3, bucket=rig.bucket, relative_path=f"{SMALL_DIR}/{name}",
+                      multipart_threshold=rig.args.multipart_threshold_mib * MiB, skip_if_landed=False)
+            count += 1
+    seconds = time.monotonic() - started
+    if count != rig.args.small_files:
+        raise RuntimeError(f"ours landed {count} small files, expected {rig.args.small_files}")
+    purge(s3, rig.bucket, f"bench/{SMALL_DIR}/")
+    return Sample(seconds)
+
+
+def case_small_ours_sftp(rig: Rig) -> Sample:
+    """What land_file does on the SFTP side per file (stat, open, pipelined read, fstat, close)."""
+    from partner_ingest.sftp.reader import PipelinedReader
+
+    started = time.monotonic()
+    with open_partner_session(rig.spec) as session:
+        directory = rig.remote(SMALL_DIR)
+        for name in sorted(a.filename for a in session.sftp.listdir_attr(directory)):
+            path = f"{directory}/{name}"
+            size = session.sftp.stat(path).st_size or 0
+            remote = session.sftp.open(path, "rb")
+            reader = PipelinedReader(session.sftp, remote.handle, size=size)
+            hashlib.sha256(reader.read(-1)).hexdigest()
+            remote.stat()
+            remote.close()
+    return Sample(time.monotonic() - started)
+
+
+def case_small_moto(rig: Rig, s3: Any) -> Sample:
+    """What land_file does on the S3 side per small file: PutObject, HeadObject, PutObjectTagging."""
+    body = os.urandom(rig.args.small_kib * KiB)
+    prefix = "moto-small/"
+    started = time.monotonic()
+    for index in range(rig.args.small_files):
+        key = f"{prefix}f{index:05d}.bin"
+        s3.put_object(Bucket=rig.bucket, Key=key, Body=body, Metadata={"source-size": str(len(body))})
+        s3.head_object(Bucket=rig.bucket, Key=key)
+        s3.put_object_tagging(Bucket=rig.bucket, Key=key,
+                              Tagging={"TagSet": [{"Key": "sha256", "Value": hashlib.sha256(body).hexdigest()}]})
+    seconds = time.monotonic() - started
+    purge(s3, rig.bucket, prefix)
+    return Sample(seconds)
+
+
+def case_small_rclone(rig: Rig, s3: Any, run: int) -> Sample:
+    prefix = f"rclone-small-{run}"
+    cmd = rclone_command(rig, "copy", f"src:{rig.remote(SMALL_DIR)}", f"dst:{rig.bucket}/{prefix}")
+    seconds, _ = run_command(cmd, timeout=rig.args.timeout, env=rclone_env(), what="rclone copy")
+    count = s3.list_objects_v2(Bucket=rig.bucket, Prefix=f"{prefix}/").get("KeyCount", 0)
+    if count != rig.args.small_files:
+        raise RuntimeError(f"rclone copied {count} small files, expected {rig.args.small_files}")
+    purge(s3, rig.bucket, f"{prefix}/")
+    return Sample(seconds)
+
+
+# ---- set-up, the run, the report ----------------------------------------------------------------
+
+
+def prepare(rig_args: argparse.Namespace, sshd: Any, moto: Any, scratch: Path) -> Rig:
+    from partner_ingest_tests.harness.sshd import make_tree_dir
+
+    tree = make_tree_dir(sshd, "bench")
+    key_file = scratch / "client_ed25519"
+    key_file.write_text(sshd.client_keys["ed25519"].private_pem)
+    key_file.chmod(0o600)
+    known_hosts = scratch / "known_hosts"
+    # All of the server's host keys, pinned: rclone 1.60 (Go's ssh) does not ask for the key type it
+    # knows and fails with "knownhosts: key mismatch" when the server offers another of its keys.
+    known_hosts.write_text("".join(f"[127.0.0.1]:{sshd.port} {line}\n" for line in sshd.host_key_lines.values()))
+    bucket = f"bench-{secrets.token_hex(6)}"
+    rclone_config = scratch / "rclone.conf.template"
+    from partner_ingest_tests.harness.sshd import KEY_USER
+
+    rclone_config.write_text("\n".join([
+        "[src]", "type = sftp", "host = 127.0.0.1", f"port = {sshd.port}", f"user = {KEY_USER}",
+        f"key_file = {key_file}", f"known_hosts_file = {known_hosts}",
+        *([f"shell_type = {rig_args.rclone_shell_type}"] if rig_args.rclone_shell_type else []),
+        "", "[dst]", "type = s3", "provider = Other", f"endpoint = {moto.endpoint_url}",
+        "access_key_id = testing", "secret_access_key = testing", "region = us-east-1", "",
+    ]))
+    rig = Rig(args=rig_args, sshd=sshd, moto=moto, scratch=scratch, tree=tree, bucket=bucket, key_file=key_file,
+              known_hosts=known_hosts, rclone_config=rclone_config)
+
+    size = rig_args.size_mib * MiB
+    for name, file_size in ((BIG_FILE, size), (QUARTER_FILE, size // 4), (TINY_FILE, 10 * KiB)):
+        rig.digests[name] = write_random(tree / name, file_size)
+        rig.sizes[name] = file_size
+    small = tree / SMALL_DIR
+    small.mkdir(mode=0o755)
+    small.chmod(0o755)
+    for index in range(rig_args.small_files):
+        write_random(small / f"f{index:05d}.bin", rig_args.small_kib * KiB)
+    return rig
+
+
+def median_of(samples: list[Sample]) -> float:
+    return statistics.median(s.seconds for s in samples)
+
+
+def versions() -> str:
+    import boto3
+    import moto
+    import paramiko
+
+    ssh_v = subprocess.run(["ssh", "-V"], capture_output=True, text=True, timeout=10).stderr.strip().split(",")[0]
+    rclone_v = subprocess.run(["rclone", "version"], capture_output=True, text=True,
+                              timeout=10).stdout.splitlines()[0]
+    return (f"python {platform.python_version()}, paramiko {paramiko.__version__}, boto3 {boto3.__version__}, "
+            f"moto {moto.__version__}, {ssh_v}, {rclone_v}, {os.cpu_count()} CPUs")
+
+
+def report(rig: Rig, big: dict[str, list[Sample]], small: dict[str, list[Sample]],
+           rss_rows: list[tuple[str, int, dict[str, Any], float]]) -> None:
+    args = rig.args
+    size_mib = rig.sizes[BIG_FILE] / MiB
+    print()
+    print(f"transfer_throughput: {args.size_mib} MiB file, {args.small_files} x {args.small_kib} KiB files, "
+          f"median of {args.repeat} run(s), loopback 127.0.0.1")
+    print(versions())
+    print(f"load average (1 min): {rig.notes.get('load at start', '?')} at start, {os.getloadavg()[0]:.2f} at end "
+          "(anything else running on these CPUs skews the numbers)")
+    print(f"ciphers: OpenSSH {rig.notes.get('openssh cipher', '?')}, ours {rig.notes.get('ours cipher', '?')}; "
+          f"ours: {args.read_mib} MiB reads (case 2), boto3 8 MiB parts x 4 threads, "
+          f"multipart above {args.multipart_threshold_mib} MiB")
+    print()
+    if big:
+        reference = size_mib / median_of(big[OPENSSH]) if OPENSSH in big else None
+        print(f"{'case':<34} {'MiB/s':>8} {'x OpenSSH':>10} {'peak RSS':>9}   runs (MiB/s)")
+        for label, samples in big.items():
+            speed = size_mib / median_of(samples)
+            ratio = f"{speed / reference:.2f}" if reference else "-"
+            peaks = [s.rss_mib for s in samples if s.rss_mib is not None]
+            rss = f"{max(peaks):.0f} MiB" if peaks else ""
+            runs = ", ".join(f"{size_mib / s.seconds:.1f}" for s in samples)
+            print(f"{label:<34} {speed:>8.1f} {ratio:>10} {rss:>9}   {runs}")
+        print()
+    if rss_rows:
+        print("peak RSS of ours: land_file SFTP -> S3 in a child process (peak = its VmHWM; RSS before = VmRSS "
+              "after imports and the boto3 client, before connecting)")
+        print(f"{'file size':>12} {'peak RSS':>10} {'RSS before':>11} {'growth':>8} {'land s':>8} {'MiB/s':>8}"
+              f" {'wait4 ru_maxrss*':>17}")
+        for label, file_size, result, rss in rss_rows:
+            before = result["rss_before_kib"] / 1024
+            print(f"{label:>12} {rss:>6.0f} MiB {before:>7.0f} MiB {rss - before:>4.0f} MiB "
+                  f"{result['land_seconds']:>8.2f} {file_size / MiB / result['land_seconds']:>8.1f} "
+                  f"{result['wait4_maxrss_kib'] / 1024:>13.0f} MiB")
+        print(f"* wait4/RUSAGE_CHILDREN ru_maxrss is inflated on Linux: it keeps the RSS of the image before "
+              f"execve, i.e. this\n  benchmark's own RSS when it spawned the child "
+              f"(now {proc_status_kib('VmRSS') / 1024:.0f} MiB); VmHWM is the child's own peak.")
+        print()
+    if small:
+        reference_s = median_of(small[SMALL_OPENSSH]) if SMALL_OPENSSH in small else None
+        print(f"small files: {args.small_files} x {args.small_kib} KiB "
+              "(x OpenSSH = OpenSSH seconds / these seconds; higher is faster)")
+        print(f"{'case':<34} {'seconds':>8} {'files/s':>8} {'x OpenSSH':>10}   runs (s)")
+        for label, samples in small.items():
+            seconds = median_of(samples)
+            ratio = f"{reference_s / seconds:.2f}" if reference_s else "-"
+            runs = ", ".join(f"{s.seconds:.2f}" for s in samples)
+            print(f"{label:<34} {seconds:>8.2f} {args.small_files / seconds:>8.0f} {ratio:>10}   {runs}")
+        print()
+
+
+def timed(label: str, fn: Callable[[], Sample], into: dict[str, list[Sample]]) -> None:
+    sample = fn()
+    into.setdefault(label, []).append(sample)
+    print(f"  {label:<34} {sample.seconds:8.2f} s" + (f"  peak RSS {sample.rss_mib:.0f} MiB" if sample.rss_mib
+                                                        else ""), file=sys.stderr, flush=True)
+
+
+def benchmark(args: argparse.Namespace) -> None:
+    from partner_ingest_tests.harness.moto_server import start_moto
+    from partner_ingest_tests.harness.sshd import start_sshd
+
+    sshd = moto = None
+    scratch = Path(tempfile.mkdtemp(prefix="pi-bench-"))
+    try:
+        print("starting sshd and moto ...", file=sys.stderr, flush=True)
+        sshd = start_sshd()
+        moto = start_moto()
+        for name in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_CA_BUNDLE"):
+            os.environ.pop(name, None)
+        os.environ.update(moto.env())
+        print(f"writing {args.size_mib} MiB (+1/4) and {args.small_files} small files ...", file=sys.stderr,
+              flush=True)
+        rig = prepare(args, sshd, moto, scratch)
+        rig.notes["load at start"] = f"{os.getloadavg()[0]:.2f}"
+        s3 = s3_client()
+        s3.create_bucket(Bucket=rig.bucket)
+        # Versioned like the real landing bucket. (Unversioned, moto answers a completed multipart
+        # upload with "x-amz-version-id: null" and then rejects HEAD ?versionId=null, which fails rclone.)
+        s3.put_bucket_versioning(Bucket=rig.bucket, VersioningConfiguration={"Status": "Enabled"})
+        cases = set(args.cases)
+
+        big: dict[str, list[Sample]] = {}
+        small: dict[str, list[Sample]] = {}
+        for run in range(args.repeat):
+            print(f"run {run + 1}/{args.repeat}", file=sys.stderr, flush=True)
+            if "big" in cases:
+                timed(OPENSSH, lambda run=run: case_openssh(rig, first=run == 0), big)
+                timed(OURS_READ, lambda: case_ours_read(rig), big)
+                timed(OURS_S3, lambda: case_ours_s3(rig, s3), big)
+                if not args.skip_rclone:
+                    timed(RCLONE, lambda: case_rclone(rig, s3), big)
+                timed(MOTO, lambda: case_moto(rig, s3), big)
+            if "small" in cases and args.small_files:
+                timed(SMALL_OPENSSH, lambda run=run: case_small_openssh(rig, run), small)
+                timed(SMALL_OURS, lambda: case_small_ours(rig, s3), small)
+                if not args.skip_rclone:
+                    timed(SMALL_RCLONE, lambda run=run: case_small_rclone(rig, s3, run), small)
+                timed(SMALL_OURS_SFTP, lambda: case_small_ours_sftp(rig), small)
+                timed(SMALL_MOTO, lambda: case_small_moto(rig, s3), small)
+
+        rss_rows: list[tuple[str, int, dict[str, Any], float]] = []
+        if "big" in cases:
+            print("peak RSS at 10 KiB and 1/4 size ...", file=sys.stderr, flush=True)
+            for name in (TINY_FILE, QUARTER_FILE):
+                result, rss = run_child(rig, name)
+                purge(s3, rig.bucket, result["key"])
+                label = "10 KiB" if name == TINY_FILE else f"{rig.sizes[name] / MiB:.0f} MiB"
+                rss_rows.append((label, rig.sizes[name], result, rss))
+            result, rss = run_child(rig, BIG_FILE)  # one more full-size run for its own row
+            purge(s3, rig.bucket, result["key"])
+            rss_rows.append((f"{rig.sizes[BIG_FILE] / MiB:.0f} MiB", rig.sizes[BIG_FILE], result, rss))
+        report(rig, big, small, rss_rows)
+    finally:
+        for server in (moto, sshd):
+            if server is not None:
+                with contextlib.suppress(Exception):
+                    server.stop()
+        if sshd is not None:
+            shutil.rmtree(sshd.workdir, ignore_errors=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Throughput of our SFTP -> S3 transfer core vs OpenSSH sftp and rclone over loopback, "
+                    "plus its peak RSS. Needs root (starts a real sshd). Prints a table at the end.")
+    parser.add_argument("--size-mib", type=int, default=1024, help="size of the large file (default 1024)")
+    parser.add_argument("--small-files", type=int, default=1000, help="number of small files (default 1000, 0 = skip)")
+    parser.add_argument("--small-kib", type=int, default=10, help="size of each small file in KiB (default 10)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per case; the median is reported (default 3)")
+    parser.add_argument("--cases", nargs="+", choices=["big", "small"], default=["big", "small"],
+                        help="which groups of cases to run (default both)")
+    parser.add_argument("--read-mib", type=int, default=8,
+                        help="read size for 'ours: SFTP read' (default 8, what boto3 asks per part)")
+    parser.add_argument("--multipart-threshold-mib", type=int, default=16,
+                        help="land_file multipart_threshold (default 16, land_file's default)")
+    parser.add_argument("--skip-rclone", action="store_true", help="leave out the rclone cases")
+    parser.add_argument("--rclone-shell-type", default="",
+                        help="rclone sftp shell_type (e.g. 'none'); default: rclone detects it")
+    parser.add_argument("--timeout", type=float, default=900.0,
+                        help="seconds any one transfer may take before it is killed (default 900)")
+    parser.add_argument("--child", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.size_mib < 1 or args.repeat < 1 or args.small_files < 0 or args.small_kib < 1 or args.read_mib < 1:
+        parser.error("sizes and --repeat must be positive")
+    return args
+
+
+@contextlib.contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """So ``kill PID`` cleans up like Ctrl-C does (the finally blocks stop sshd and moto)."""
+
+    def handler(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    if args.child is not None:
+        return child_main(args.child)
+    if os.geteuid() != 0:
+        print("needs root: it starts a real sshd that authenticates its own system accounts\n"
+              "  sudo .venv/bin/python benchmarks/transfer_throughput.py --size-mib 256", file=sys.stderr)
+        return 2
+    for tool in ("sftp", "ssh-keygen", *([] if args.skip_rclone else ["rclone"])):
+        if shutil.which(tool) is None:
+            print(f"'{tool}' not found (scripts/test.sh installs openssh and rclone)", file=sys.stderr)
+            return 2
+    try:
+        with sigterm_as_interrupt():
+            benchmark(args)
+    except KeyboardInterrupt:
+        print("interrupted; servers stopped", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""Build the code location's Definitions from a parsed partners.yaml (no file or environment access)."""
+
+from dagster import Definitions
+
+from partner_ingest.config import IngestConfig
+from partner_ingest.defs.assets import build_files_asset
+from partner_ingest.defs.resources import default_resources
+from partner_ingest.defs.sensors import build_files_sensor
+
+
+def build_definitions(config: IngestConfig) -> Definitions:
+    assets, sensors = [], []
+    for partner in config.partners:
+        files = build_files_asset(partner, config.landing)
+        assets.append(files)
+        sensors.append(build_files_sensor(partner, files))
+    return Definitions(assets=assets, sensors=sensors, resources=default_resources())

@@ -1,0 +1,135 @@
+"""One sensor per partner: list the remote tree, wait for stable files, add partitions, request a few
+ranged runs. The decisions live in ``partner_ingest.ingest_plan``; this module only gathers the
+inputs (listing, what Dagster has materialized at which version, which runs are in flight) and turns
+the plan into a ``SensorResult``.
+"""
+
+import hashlib
+import time
+
+from dagster import (
+    AssetsDefinition,
+    DagsterEventType,
+    DagsterRunStatus,
+    DefaultSensorStatus,
+    RunRequest,
+    RunsFilter,
+    SensorDefinition,
+    SensorEvaluationContext,
+    SensorResult,
+    SkipReason,
+    sensor,
+)
+
+from partner_ingest.config import PartnerConfig
+from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
+from partner_ingest.defs.partitions import partitions_name, partner_partitions
+from partner_ingest.defs.resources import SftpResource
+from partner_ingest.ingest_plan import Plan, SensorCursor, plan_ingestion
+from partner_ingest.sftp.walk import Listing, walk
+
+PARTNER_TAG = "partner"
+RANGE_START_TAG = "dagster/asset_partition_range_start"
+RANGE_END_TAG = "dagster/asset_partition_range_end"
+_UNFINISHED = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
+               DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING, DagsterRunStatus.MANAGED}
+
+
+def sensor_name(partner: PartnerConfig) -> str:
+    return f"{partner.name}_files_sensor"
+
+
+def run_requests(partner: PartnerConfig, plan: Plan) -> list[RunRequest]:
+    asset_key = files_asset_key(partner)
+    requests = []
+    for batch in plan.runs:
+        tags = {PARTNER_TAG: partner.name}
+        if len(batch.keys) == 1:
+            requests.append(RunRequest(run_key=batch.run_key, asset_selection=[asset_key],
+                                       partition_key=batch.keys[0], tags=tags))
+        else:
+            tags.update({RANGE_START_TAG: batch.keys[0], RANGE_END_TAG: batch.keys[-1]})
+            requests.append(RunRequest(run_key=batch.run_key, asset_selection=[asset_key], tags=tags))
+    return requests
+
+
+def _attempts(context: SensorEvaluationContext, partner: PartnerConfig) -> tuple[set[str], dict[str, int]]:
+    """Partitions whose latest attempt has no materialization: in flight, or failed (with the attempt's id)."""
+    storage = context.instance.event_log_storage
+    attempts = storage.get_latest_asset_partition_materialization_attempts_without_materializations(
+        files_asset_key(partner))
+    if not attempts:
+        return set(), {}
+    run_ids = sorted({run_id for run_id, _ in attempts.values()})
+    unfinished = set()
+    for start in range(0, len(run_ids), 500):
+        records = context.instance.get_run_records(RunsFilter(run_ids=run_ids[start:start + 500]))
+        unfinished |= {r.dagster_run.run_id for r in records if r.dagster_run.status in _UNFINISHED}
+    in_progress = {key for key, (run_id, _) in attempts.items() if run_id in unfinished}
+    failed = {key: storage_id for key, (run_id, storage_id) in attempts.items() if run_id not in unfinished}
+    return in_progress, failed
+
+
+def _report_problems(context: SensorEvaluationContext, partner: PartnerConfig, listing: Listing,
+                     cursor: SensorCursor) -> None:
+    """Skipped entries and unreadable directories are logged when the set changes, not on every tick."""
+    problems = listing.problems()
+    digest = hashlib.sha256("\n".join(problems).encode()).hexdigest()[:16] if problems else ""
+    if digest != cursor.problems_digest:
+        for line in problems[:200]:
+            context.log.warning(f"partner '{partner.name}': not ingested: {line}. What to do: nothing if "
+                                "intended; otherwise ask the partner for a regular, readable file")
+        if len(problems) > 200:
+            context.log.warning(f"partner '{partner.name}': and {len(problems) - 200} more entries not ingested")
+        cursor.problems_digest = digest
+
+
+def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) -> SensorDefinition:
+    partitions = partner_partitions(partner)
+
+    @sensor(
+        name=sensor_name(partner),
+        minimum_interval_seconds=partner.sensor.interval_seconds,
+        default_status=DefaultSensorStatus.RUNNING if partner.sensor.running else DefaultSensorStatus.STOPPED,
+        target=files_asset,
+        description=(f"Lists {partner.host}:{partner.port}{partner.remote_dir} and lands new and changed files "
+                     f"once stable, in runs of up to {partner.limits.max_files_per_run} files."),
+        tags={PARTNER_TAG: partner.name},
+    )
+    def _files_sensor(context: SensorEvaluationContext, sftp: SftpResource):
+        started = time.monotonic()
+        cursor = SensorCursor.decode(context.cursor)
+        with sftp.open(partner) as session:
+            listing = walk(session, include=list(partner.include), exclude=list(partner.exclude),
+                           recursive=partner.recursive, marker_suffix=partner.stability.done_marker)
+        listed = time.monotonic()
+        _report_problems(context, partner, listing, cursor)
+        materialized = {
+            key: tags.get(DATA_VERSION_TAG, "")
+            for key, tags in context.instance.event_log_storage.get_latest_tags_by_partition(
+                files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG]).items()
+        }
+        in_progress, failed = _attempts(context, partner)
+        plan = plan_ingestion(
+            partner, listing, materialized_versions=materialized, in_progress=in_progress, failed_attempts=failed,
+            existing_keys=lambda: context.instance.get_dynamic_partitions(partitions_name(partner)),
+            cursor=cursor, now=int(time.time()))
+        context.log.info(
+            f"partner '{partner.name}': {len(listing.files)} files in {listing.directories} directories listed in "
+            f"{listed - started:.1f}s; {plan.candidates} new or changed, {plan.waiting_for_stability} not yet "
+            f"stable, {plan.in_progress} in flight, {len(plan.new_keys)} partitions added, {len(plan.runs)} runs "
+            f"requested, {plan.deferred} left for the next tick ({time.monotonic() - started:.1f}s)")
+        if listing.truncated:
+            context.log.warning(f"partner '{partner.name}': listing stopped at its entry limit")
+        result = SensorResult(
+            run_requests=run_requests(partner, plan),
+            dynamic_partitions_requests=[partitions.build_add_request(plan.new_keys)] if plan.new_keys else [],
+            cursor=plan.cursor.encode(),
+        )
+        if not plan.runs and not plan.new_keys:
+            result = SensorResult(skip_reason=SkipReason(
+                f"nothing to ingest: {plan.waiting_for_stability} files waiting to be stable, "
+                f"{plan.in_progress} in flight"), cursor=plan.cursor.encode())
+        return result
+
+    return _files_sensor

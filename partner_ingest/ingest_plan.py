@@ -1,0 +1,196 @@
+"""Decide what a sensor tick asks for: which files are new or changed, stable, not already in flight,
+and how they are cut into a few ranged runs. Pure functions, no Dagster and no I/O, so the rules are
+tested directly.
+
+Rules:
+* A file's version is ``<size>-<mtime>``. It needs ingesting when the latest materialization of its
+  partition is not at that version (never "the partition exists": partitions can exist whose run
+  failed or never ran), and no run for it is in progress.
+* Stability, ``min_age_seconds``: the same (path, size, mtime) seen on two listings at least that far
+  apart. First sightings are kept as 8-byte fingerprints with the time first seen; at most
+  ``2 * max_partitions_per_tick`` are kept, so the cursor does not grow with the tree.
+  ``done_marker``: ``x<suffix>`` exists next to ``x``.
+* Batching: Dagster runs many partitions only as a contiguous range in insertion order. New keys are
+  added sorted in one request, so they form ranges of their own; keys that already exist (changed or
+  failed files) form ranges only where their positions are consecutive. Every range is capped by
+  ``max_files_per_run`` and ``max_bytes_per_run``; one tick requests at most
+  ``max_partitions_per_tick`` files and leaves the rest for the next tick.
+* Run keys hash the files, their versions and the id of the failed attempt being retried, so a
+  repeated evaluation of the same state asks for the same run (Dagster drops the duplicate) while a
+  retry after a failure gets a new key.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import struct
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+
+from partner_ingest.config import PartnerConfig
+from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.sftp.walk import Listing, RemoteEntry
+
+_FP = struct.Struct(">8sI")
+
+
+def version_token(size: int, mtime: int) -> str:
+    return f"{size}-{mtime}"
+
+
+def _fingerprint(key: str, token: str) -> bytes:
+    return hashlib.blake2b(f"{key}\0{token}".encode(), digest_size=8).digest()
+
+
+@dataclass
+class SensorCursor:
+    """Everything a partner's sensor carries between ticks; a few tens of KiB at most."""
+
+    first_seen: dict[bytes, int] = field(default_factory=dict)
+    problems_digest: str = ""
+
+    def encode(self) -> str:
+        packed = b"".join(_FP.pack(fp, ts) for fp, ts in sorted(self.first_seen.items()))
+        return json.dumps({"v": 1, "seen": base64.b64encode(packed).decode(), "problems": self.problems_digest})
+
+    @classmethod
+    def decode(cls, text: str | None) -> SensorCursor:
+        if not text:
+            return cls()
+        try:
+            data = json.loads(text)
+            packed = base64.b64decode(data.get("seen", ""))
+            seen = dict(_FP.iter_unpack(packed)) if len(packed) % _FP.size == 0 else {}
+            return cls(first_seen=seen, problems_digest=str(data.get("problems", "")))
+        except (ValueError, TypeError, struct.error):
+            return cls()  # an unreadable cursor only costs one extra stability wait
+
+
+@dataclass(frozen=True)
+class RunBatch:
+    keys: tuple[str, ...]
+    total_bytes: int
+    run_key: str
+
+
+@dataclass
+class Plan:
+    new_keys: list[str]
+    runs: list[RunBatch]
+    cursor: SensorCursor
+    candidates: int = 0
+    waiting_for_stability: int = 0
+    in_progress: int = 0
+    deferred: int = 0
+
+
+@dataclass(frozen=True)
+class _Candidate:
+    key: str
+    entry: RemoteEntry
+
+    @property
+    def token(self) -> str:
+        return version_token(self.entry.size, self.entry.mtime)
+
+
+def plan_ingestion(
+    partner: PartnerConfig,
+    listing: Listing,
+    *,
+    materialized_versions: Mapping[str, str],
+    in_progress: set[str],
+    failed_attempts: Mapping[str, int],
+    existing_keys: Callable[[], Sequence[str]],
+    cursor: SensorCursor,
+    now: int,
+) -> Plan:
+    limits = partner.limits
+    candidates = []
+    for entry in listing.files:
+        key = encode_partition_key(entry.relative_path)
+        if materialized_versions.get(key) != version_token(entry.size, entry.mtime):
+            candidates.append(_Candidate(key, entry))
+    candidates.sort(key=lambda c: c.key)
+    busy = [c for c in candidates if c.key in in_progress]
+    candidates = [c for c in candidates if c.key not in in_progress]
+
+    stable, waiting, first_seen = _stable(partner, listing, candidates, cursor.first_seen, now)
+    taken, deferred = stable[: limits.max_partitions_per_tick], len(stable) - limits.max_partitions_per_tick
+
+    new_keys: list[str] = []
+    runs: list[RunBatch] = []
+    if taken:
+        order = {key: i for i, key in enumerate(existing_keys())}
+        new = [c for c in taken if c.key not in order]
+        old = sorted((c for c in taken if c.key in order), key=lambda c: order[c.key])
+        new_keys = [c.key for c in new]
+        runs.extend(_cut(partner, new, failed_attempts))
+        for group in _consecutive(old, order):
+            runs.extend(_cut(partner, group, failed_attempts))
+    return Plan(new_keys=new_keys, runs=runs, cursor=SensorCursor(first_seen, cursor.problems_digest),
+                candidates=len(candidates) + len(busy), waiting_for_stability=waiting, in_progress=len(busy),
+                deferred=max(deferred, 0))
+
+
+def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidate], seen: Mapping[bytes, int],
+            now: int) -> tuple[list[_Candidate], int, dict[bytes, int]]:
+    rule = partner.stability
+    if rule.done_marker:
+        ready = [c for c in candidates if c.entry.relative_path + rule.done_marker in listing.markers]
+        return ready, len(candidates) - len(ready), {}
+    if rule.min_age_seconds == 0:
+        return candidates, 0, {}
+    # Only fingerprints of current candidates survive (a changed or vanished file drops out). Files that
+    # became stable stay tracked, so a deferred file or one whose run failed needs no second wait; new
+    # sightings fill the remaining capacity, so the cursor never outgrows it.
+    capacity = 2 * partner.limits.max_partitions_per_tick
+    ready, tracked, unseen = [], {}, []
+    for candidate in candidates:
+        fp = _fingerprint(candidate.key, candidate.token)
+        first = seen.get(fp)
+        if first is None:
+            unseen.append(fp)
+        else:
+            tracked[fp] = first
+            if now - first >= rule.min_age_seconds:
+                ready.append(candidate)
+    for fp in unseen[: max(capacity - len(tracked), 0)]:
+        tracked[fp] = now
+    return ready, len(candidates) - len(ready), tracked
+
+
+def _consecutive(candidates: list[_Candidate], order: Mapping[str, int]) -> list[list[_Candidate]]:
+    groups: list[list[_Candidate]] = []
+    for candidate in candidates:
+        if groups and order[groups[-1][-1].key] + 1 == order[candidate.key]:
+            groups[-1].append(candidate)
+        else:
+            groups.append([candidate])
+    return groups
+
+
+def _cut(partner: PartnerConfig, group: Sequence[_Candidate], failed_attempts: Mapping[str, int]) -> list[RunBatch]:
+    limits = partner.limits
+    batches, current, size = [], [], 0
+    for candidate in group:
+        if current and (len(current) >= limits.max_files_per_run
+                        or size + candidate.entry.size > limits.max_bytes_per_run):
+            batches.append(_batch(partner, current, size, failed_attempts))
+            current, size = [], 0
+        current.append(candidate)
+        size += candidate.entry.size
+    if current:
+        batches.append(_batch(partner, current, size, failed_attempts))
+    return batches
+
+
+def _batch(partner: PartnerConfig, members: Sequence[_Candidate], size: int,
+           failed_attempts: Mapping[str, int]) -> RunBatch:
+    digest = hashlib.sha256()
+    for member in members:
+        digest.update(f"{member.key}={member.token}@{failed_attempts.get(member.key, 0)}\n".encode())
+    return RunBatch(keys=tuple(m.key for m in members), total_bytes=size,
+                    run_key=f"{partner.name}:{digest.hexdigest()[:40]}")

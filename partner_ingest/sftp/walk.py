@@ -1,0 +1,96 @@
+"""List a partner's remote tree: regular files only, excluded directories pruned, problems collected.
+
+Symlinks, sockets, devices and the like are skipped (never followed, so a symlink loop cannot trap
+the walk) and reported; a directory that cannot be read is reported by path while the rest of the
+tree is still listed. The walk is bounded by ``max_entries`` and ``max_depth``.
+"""
+
+from __future__ import annotations
+
+import stat
+from collections import deque
+from dataclasses import dataclass, field
+
+import paramiko
+
+from partner_ingest.errors import RemotePathError
+from partner_ingest.sftp.connection import SftpSession
+from partner_ingest.sftp.globs import PathFilter
+
+
+@dataclass(frozen=True)
+class RemoteEntry:
+    relative_path: str
+    size: int
+    mtime: int
+
+
+@dataclass
+class Listing:
+    files: list[RemoteEntry] = field(default_factory=list)
+    markers: set[str] = field(default_factory=set)         # relative paths of done-marker files
+    skipped: list[str] = field(default_factory=list)       # not regular files: "path (symlink)"
+    unreadable: list[str] = field(default_factory=list)    # directories we could not list: "path (why)"
+    directories: int = 0
+    truncated: bool = False
+
+    def problems(self) -> list[str]:
+        return sorted(self.skipped) + sorted(self.unreadable)
+
+
+def _kind(mode: int) -> str:
+    for test, name in ((stat.S_ISLNK, "symlink"), (stat.S_ISSOCK, "socket"), (stat.S_ISFIFO, "fifo"),
+                       (stat.S_ISCHR, "character device"), (stat.S_ISBLK, "block device")):
+        if test(mode):
+            return name
+    return "special file"
+
+
+def walk(session: SftpSession, *, include: list[str], exclude: list[str], recursive: bool,
+         marker_suffix: str | None = None, max_entries: int = 2_000_000, max_depth: int = 64) -> Listing:
+    """Breadth-first listing of ``remote_dir``; done-marker files are collected apart, never as files."""
+    partner = session.partner
+    wanted = PathFilter(include, exclude)
+    root = partner.remote_dir
+    listing = Listing()
+    queue: deque[tuple[str, int]] = deque([("", 0)])
+    seen = 0
+    while queue:
+        relative_dir, depth = queue.popleft()
+        absolute = session.remote_path(relative_dir) if relative_dir else root
+        try:
+            entries = session.sftp.listdir_attr(absolute)
+        except FileNotFoundError:
+            if not relative_dir:
+                raise RemotePathError(f"remote directory '{root}' does not exist on {partner.host}",
+                                      partner=partner.name, path=root,
+                                      action="check remote_dir in partners.yaml with the partner") from None
+            listing.unreadable.append(f"{absolute} (vanished while listing)")
+            continue
+        except (PermissionError, paramiko.SFTPError, OSError) as exc:
+            if not relative_dir:
+                raise RemotePathError(f"user '{partner.username}' may not list '{root}': {exc}",
+                                      partner=partner.name, path=root,
+                                      action="ask the partner to grant read access") from None
+            listing.unreadable.append(f"{absolute} ({type(exc).__name__}: {exc})")
+            continue
+        listing.directories += 1
+        for attrs in entries:
+            seen += 1
+            if seen > max_entries:
+                listing.truncated = True
+                return listing
+            name = attrs.filename
+            relative = f"{relative_dir}/{name}" if relative_dir else name
+            mode = attrs.st_mode or 0
+            if stat.S_ISDIR(mode):
+                if recursive and depth + 1 < max_depth and wanted.walks_dir(relative):
+                    queue.append((relative, depth + 1))
+            elif stat.S_ISREG(mode):
+                if marker_suffix and name.endswith(marker_suffix):
+                    listing.markers.add(relative)
+                elif wanted.wants_file(relative):
+                    listing.files.append(RemoteEntry(relative, attrs.st_size or 0, int(attrs.st_mtime or 0)))
+            elif wanted.wants_file(relative):
+                listing.skipped.append(f"{session.remote_path(relative)} ({_kind(mode)})")
+    return listing

@@ -1,0 +1,56 @@
+"""Evaluate a partner's sensor on a real Dagster instance and carry out what it asks, as the daemon would."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from dagster import AssetKey, DagsterInstance, build_sensor_context, materialize
+
+from partner_ingest.config import IngestConfig
+from partner_ingest.defs.code_location import build_definitions
+from partner_ingest.defs.resources import default_resources
+from partner_ingest.defs.sensors import sensor_name
+
+
+@dataclass
+class SensorDriver:
+    config: IngestConfig
+    instance: DagsterInstance
+    cursor: str | None = None
+    launched: list = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.defs = build_definitions(self.config)
+        self.partner = self.config.partners[0]
+        self.sensor = self.defs.resolve_sensor_def(sensor_name(self.partner))
+        self.asset = self.defs.resolve_assets_def(AssetKey(["partners", self.partner.name, "files"]))
+
+    def tick(self, *, advance_cursor: bool = True):
+        with build_sensor_context(instance=self.instance, instance_ref=self.instance.get_ref(),
+                                  definitions=self.defs, cursor=self.cursor,
+                                  resources=default_resources()) as context:
+            data = self.sensor.evaluate_tick(context)
+        for request in data.dynamic_partitions_requests or []:
+            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        if advance_cursor:
+            self.cursor = data.cursor
+        return data
+
+    def launch(self, run_requests) -> list:
+        """Run each request in process, like the daemon's launcher would, and return the results."""
+        results = []
+        for request in run_requests:
+            # The resolved asset already carries the code location's resources.
+            results.append(materialize([self.asset], instance=self.instance,
+                                       partition_key=request.partition_key, tags=dict(request.tags),
+                                       raise_on_error=False))
+        self.launched.extend(results)
+        return results
+
+    def keys_of(self, request) -> list[str]:
+        if request.partition_key:
+            return [request.partition_key]
+        start = request.tags["dagster/asset_partition_range_start"]
+        end = request.tags["dagster/asset_partition_range_end"]
+        keys = self.instance.get_dynamic_partitions(f"{self.partner.name}_files")
+        return list(keys[keys.index(start): keys.index(end) + 1])

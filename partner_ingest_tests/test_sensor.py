@@ -1,0 +1,205 @@
+"""The partner sensor, evaluated against a real sshd and a real Dagster instance."""
+
+from __future__ import annotations
+
+import os
+import time
+
+import pytest
+from dagster import DagsterRunStatus, instance_for_test
+
+from partner_ingest.errors import ConnectionFailedError
+from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest_tests.harness.processes import free_port
+from partner_ingest_tests.sensor_helpers import SensorDriver
+
+
+@pytest.fixture
+def instance():
+    with instance_for_test() as dagster_instance:
+        yield dagster_instance
+
+
+@pytest.fixture
+def driver_for(instance):
+    def build(rig) -> SensorDriver:
+        return SensorDriver(rig.config, instance)
+    return build
+
+
+def _requested(driver: SensorDriver, data) -> list[str]:
+    return [key for request in data.run_requests for key in driver.keys_of(request)]
+
+
+def test_new_files_become_partitions_and_one_ranged_run(driver_for, make_partner, s3):
+    rig = make_partner(stability={"min_age_seconds": 0})
+    names = [f"in/{i:02d}.csv" for i in range(7)] + ["top.csv"]
+    for name in names:
+        rig.write(name, name.encode())
+    driver = driver_for(rig)
+    data = driver.tick()
+    keys = sorted(encode_partition_key(n) for n in names)
+    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == keys
+    assert len(data.run_requests) == 1
+    request = data.run_requests[0]
+    assert request.tags["partner"] == rig.partner.name
+    assert request.tags["dagster/asset_partition_range_start"] == keys[0]
+    assert request.tags["dagster/asset_partition_range_end"] == keys[-1]
+    results = driver.launch(data.run_requests)
+    assert all(r.success for r in results)
+    landed = {o["Key"] for o in s3.list_objects_v2(Bucket=rig.landing.bucket)["Contents"]}
+    assert landed == {f"partners/{rig.partner.name}/{n}" for n in names}
+    assert driver.tick().run_requests == []  # nothing new after landing
+
+
+def test_runs_are_capped_by_files_and_bytes_and_ticks_by_partitions(driver_for, make_partner):
+    rig = make_partner(stability={"min_age_seconds": 0},
+                       limits={"max_files_per_run": 3, "max_bytes_per_run": 250, "max_partitions_per_tick": 8})
+    for i in range(10):
+        rig.write(f"f{i:02d}.bin", b"x" * (100 if i < 6 else 10))
+    driver = driver_for(rig)
+    data = driver.tick()
+    batches = [driver.keys_of(r) for r in data.run_requests]
+    assert sum(len(b) for b in batches) == 8  # per-tick cap; the rest waits
+    assert [len(b) for b in batches] == [2, 2, 3, 1]  # 2 x 100 bytes fit under 250; then the 3-file cap
+    assert len(driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files")) == 8
+    driver.launch(data.run_requests)
+    second = driver.tick()
+    assert _requested(driver, second) == [encode_partition_key("f08.bin"), encode_partition_key("f09.bin")]
+
+
+def test_repeated_tick_asks_for_the_same_run_keys(driver_for, make_partner):
+    rig = make_partner(stability={"min_age_seconds": 0})
+    rig.write("a.csv", b"a")
+    rig.write("b.csv", b"b")
+    driver = driver_for(rig)
+    first = driver.tick(advance_cursor=False)
+    again = driver.tick(advance_cursor=False)
+    assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
+    assert len(first.run_requests) == 1
+
+
+def test_growing_file_and_preserved_old_mtime_wait_until_stable(driver_for, make_partner):
+    rig = make_partner(stability={"min_age_seconds": 2})
+    growing = rig.write("growing.csv", b"part 1")
+    rig.write("old_mtime.csv", b"uploaded with a preserved timestamp", mtime=time.time() - 10 * 86400)
+    driver = driver_for(rig)
+    assert driver.tick().run_requests == []  # first sighting of both
+    with growing.open("ab") as out:
+        out.write(b" part 2")
+    time.sleep(2.2)
+    data = driver.tick()
+    assert _requested(driver, data) == ["old_mtime.csv"]  # unchanged for 2 s; growing.csv changed
+    driver.launch(data.run_requests)
+    assert driver.tick().run_requests == []  # growing.csv's new version seen only 0 s ago
+    time.sleep(2.2)
+    assert _requested(driver, driver.tick()) == ["growing.csv"]
+
+
+def test_done_marker_mode(driver_for, make_partner):
+    rig = make_partner(stability={"done_marker": ".done"}, include=["**/*.csv"])
+    rig.write("x.csv", b"x")
+    rig.write("y.csv", b"y")
+    driver = driver_for(rig)
+    assert driver.tick().run_requests == []
+    rig.write("x.csv.done", b"")
+    data = driver.tick()
+    assert _requested(driver, data) == ["x.csv"]
+    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == ["x.csv"]
+
+
+def test_changed_file_is_requested_again(driver_for, make_partner, s3):
+    rig = make_partner(stability={"min_age_seconds": 0})
+    path = rig.write("daily.csv", b"version 1")
+    driver = driver_for(rig)
+    assert all(r.success for r in driver.launch(driver.tick().run_requests))
+    path.write_bytes(b"version 2, longer")
+    os.utime(path, (time.time() + 5, time.time() + 5))
+    data = driver.tick()
+    assert _requested(driver, data) == ["daily.csv"]
+    assert all(r.success for r in driver.launch(data.run_requests))
+    versions = s3.list_object_versions(Bucket=rig.landing.bucket, Prefix=f"partners/{rig.partner.name}/daily.csv")
+    assert len(versions["Versions"]) == 2  # the bucket keeps the old version
+    assert driver.tick().run_requests == []
+
+
+def test_changed_files_group_into_consecutive_ranges(driver_for, make_partner):
+    rig = make_partner(stability={"min_age_seconds": 0})
+    for i in range(6):
+        rig.write(f"f{i}.csv", b"v1")
+    driver = driver_for(rig)
+    driver.launch(driver.tick().run_requests)
+    later = time.time() + 5
+    for i in (1, 2, 3, 5):
+        rig.write(f"f{i}.csv", b"v2!", mtime=later)
+    data = driver.tick()
+    assert [driver.keys_of(r) for r in data.run_requests] == [["f1.csv", "f2.csv", "f3.csv"], ["f5.csv"]]
+
+
+def test_failed_run_is_requested_again_with_a_new_run_key(driver_for, make_partner):
+    rig = make_partner(stability={"min_age_seconds": 0})
+    rig.write("ok.csv", b"fine")
+    locked = rig.write("locked.csv", b"not yet readable")
+    locked.chmod(0o000)
+    driver = driver_for(rig)
+    first = driver.tick()
+    results = driver.launch(first.run_requests)
+    assert not results[0].success
+    locked.chmod(0o644)
+    retry = driver.tick()
+    assert _requested(driver, retry) == ["locked.csv"]
+    assert retry.run_requests[0].run_key != first.run_requests[0].run_key
+    assert all(r.success for r in driver.launch(retry.run_requests))
+    assert driver.tick().run_requests == []
+
+
+def test_in_flight_runs_are_not_requested_twice(driver_for, make_partner):
+    """A created, not yet finished run (planned materializations logged, as the daemon does) blocks a re-request."""
+    rig = make_partner(stability={"min_age_seconds": 0})
+    rig.write("a.csv", b"a")
+    rig.write("b.csv", b"b")
+    driver = driver_for(rig)
+    data = driver.tick()
+    job = driver.defs.resolve_implicit_job_def_def_for_assets([driver.asset.key])
+    driver.instance.create_run_for_job(job_def=job, asset_selection=frozenset([driver.asset.key]),
+                                       tags=dict(data.run_requests[0].tags), status=DagsterRunStatus.NOT_STARTED)
+    assert driver.tick().run_requests == []
+    rig.write("c.csv", b"c")
+    assert _requested(driver, driver.tick()) == ["c.csv"]
+
+
+def test_excluded_and_pruned_paths_never_appear_and_problems_are_reported(driver_for, make_partner, sshd, capfd):
+    rig = make_partner(stability={"min_age_seconds": 0}, exclude=["tmp/**", "**/*.part", "**/skip"])
+    rig.write("keep/a.csv", b"a")
+    rig.write("keep/b.csv.part", b"partial")
+    rig.write("tmp/x.csv", b"excluded")
+    rig.write("deep/skip/y.csv", b"pruned")
+    locked_dir = rig.tree / "tmp" / "locked"
+    locked_dir.mkdir()
+    locked_dir.chmod(0o000)  # inside a pruned tree: never listed, so never reported
+    unreadable = rig.tree / "unreadable"
+    unreadable.mkdir()
+    (unreadable / "z.csv").write_bytes(b"z")
+    unreadable.chmod(0o000)
+    os.symlink("/etc/passwd", rig.tree / "keep" / "link.csv")
+    os.symlink(rig.tree / "loop", rig.tree / "loop")
+    os.mkfifo(rig.tree / "keep" / "pipe.csv")
+    driver = driver_for(rig)
+    data = driver.tick()
+    assert _requested(driver, data) == ["keep/a.csv"]
+    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == ["keep/a.csv"]
+    warnings = capfd.readouterr().err  # Dagster's sensor logger writes to stderr
+    assert "unreadable" in warnings and "link.csv (symlink)" in warnings and "pipe.csv (fifo)" in warnings
+    assert "tmp/locked" not in warnings and "skip" not in warnings
+    driver.tick()
+    assert "not ingested" not in capfd.readouterr().err  # reported once, not on every tick
+
+
+def test_unreachable_partner_fails_its_tick_with_host_and_cause(driver_for, make_partner):
+    rig = make_partner(port=free_port())
+    driver = driver_for(rig)
+    with pytest.raises(ConnectionFailedError) as err:
+        driver.tick()
+    text = str(err.value)
+    assert f"partner '{rig.partner.name}'" in text and f"127.0.0.1:{rig.partner.port}" in text
+    assert "Connection refused" in text and "What to do" in text
