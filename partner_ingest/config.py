@@ -10,6 +10,7 @@ import base64
 import os
 import posixpath
 import re
+from datetime import timedelta
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -80,7 +81,7 @@ class PartnerConfig(_Strict):
     stability: StabilityRule = StabilityRule()
     sensor: SensorSettings = SensorSettings()
     limits: RunLimits = RunLimits()
-    expect_every: str | None = None
+    expect_every: Annotated[str, Field(pattern=r"^[1-9][0-9]*[smhd]$")] | None = None
     unzip: bool = False
     after_landing: Literal["leave", "delete", "move"] = "leave"
     archive_dir: str | None = None
@@ -116,6 +117,14 @@ class PartnerConfig(_Strict):
         if ".." in normalized.split("/"):
             raise ValueError(f"'{remote_dir}' must not contain '..'")
         return normalized
+
+    @property
+    def expect_every_timedelta(self) -> timedelta | None:
+        """``expect_every: 24h`` (units s, m, h, d) as a timedelta, for the asset's freshness policy."""
+        if not self.expect_every:
+            return None
+        unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[self.expect_every[-1]]
+        return timedelta(**{unit: int(self.expect_every[:-1])})
 
     @model_validator(mode="after")
     def _archive_dir_when_moving(self) -> PartnerConfig:

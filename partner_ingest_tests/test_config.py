@@ -100,3 +100,18 @@ def test_file_errors(tmp_path, monkeypatch):
     broken.write_text("partners: [\n")
     with pytest.raises(ConfigError, match="not valid YAML"):
         load_config(broken)
+
+
+def test_expect_every_becomes_a_freshness_policy():
+    from datetime import timedelta
+
+    from partner_ingest.defs.assets import build_files_asset
+
+    config = parse_config(_config(expect_every="36h"))
+    partner = config.partners[0]
+    assert partner.expect_every_timedelta == timedelta(hours=36)
+    asset = build_files_asset(partner, config.landing)
+    policy = asset.specs_by_key[asset.key].freshness_policy
+    assert policy is not None and policy.fail_window.to_timedelta() == timedelta(hours=36)
+    with pytest.raises(ConfigError, match="field 'expect_every'"):
+        parse_config(_config(expect_every="daily"))

@@ -1,5 +1,6 @@
-"""The README's demo command: the UI answers, lists the demo asset, and a partition launched from
-the UI's own GraphQL API lands in the embedded bucket. Stopped by SIGTERM to its process group."""
+"""The README's demo command: the UI answers, lists the demo asset, its sensor registers the sample
+files, and a partition launched from the UI's own GraphQL API lands in the embedded bucket. Stopped by
+SIGTERM to its process group."""
 
 from __future__ import annotations
 
@@ -74,6 +75,10 @@ def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
     endpoints = json.loads((state / "endpoints.json").read_text())
     assert "password" not in json.dumps(endpoints).lower()
     key = encode_partition_key("reports/Q3 résumé, final.csv")
+    # The demo partner's sensor runs by default: its first tick registers the sample files as partitions.
+    _wait(lambda: key in _graphql(port, """{ assetNodeOrError(assetKey: {path: ["partners", "demo", "files"]}) {
+                                             ... on AssetNode { partitionKeys } } }""")
+          ["data"]["assetNodeOrError"]["partitionKeys"], 180, "the sensor to register the demo files", proc, log)
     launched = _graphql(port, """
         mutation($params: LaunchBackfillParams!) {
           launchPartitionBackfill(backfillParams: $params) {

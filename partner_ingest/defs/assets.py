@@ -16,6 +16,7 @@ from dagster import (
     AssetMaterialization,
     AssetsDefinition,
     Failure,
+    FreshnessPolicy,
     MetadataValue,
     asset,
 )
@@ -63,6 +64,12 @@ def _relative_path(partner: PartnerConfig, key: str) -> str:
                                 action="delete this partition; keys are created by the partner's sensor") from None
 
 
+def freshness_policy(partner: PartnerConfig) -> FreshnessPolicy | None:
+    """``expect_every`` turns a late partner into a failing freshness state in the UI."""
+    window = partner.expect_every_timedelta
+    return FreshnessPolicy.time_window(fail_window=window) if window else None
+
+
 def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsDefinition:
     @asset(
         key=files_asset_key(partner),
@@ -70,6 +77,7 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
         partitions_def=partner_partitions(partner),
         output_required=False,
         kinds={"sftp", "s3"},
+        freshness_policy=freshness_policy(partner),
         description=(f"Files from {partner.host}:{partner.port}{partner.remote_dir} landed at "
                      f"s3://{landing.bucket}/{partner.landing_prefix}. One partition per remote file."),
         metadata={

@@ -138,7 +138,7 @@ def run_demo(port: int = DEFAULT_UI_PORT, state_dir: Path | str | None = None) -
     _reset_dagster_history(paths.dagster_home)
     paths.create()
     write_dagster_yaml(paths.dagster_home)
-    sample_paths = generate_sample_tree(paths.sftp_root)
+    generate_sample_tree(paths.sftp_root)
     password = secrets.token_urlsafe(24)
 
     with _StopSignals() as stop, ExitStack() as stack:
@@ -148,7 +148,6 @@ def run_demo(port: int = DEFAULT_UI_PORT, state_dir: Path | str | None = None) -
         store.create_bucket(DEMO_BUCKET, versioned=True)
         store.put_password_secret(DEMO_SECRET_ID, password)
         write_partners_yaml(paths.partners_yaml, sftp)
-        _register_sample_partitions(paths, sample_paths)
         _write_atomically(paths.state_dir / "endpoints.json", json.dumps({
             "ui": f"http://{LOOPBACK}:{port}", "aws_endpoint_url": store.endpoint_url, "bucket": DEMO_BUCKET,
             "sftp": f"{sftp.host}:{sftp.port}", "sftp_user": sftp.username}, indent=2) + "\n")
@@ -180,22 +179,6 @@ def _reset_dagster_history(dagster_home: Path) -> None:
             shutil.rmtree(entry)
         else:
             entry.unlink()
-
-
-def _register_sample_partitions(paths: DemoPaths, sample_paths: list[Path]) -> None:
-    """Add a partition per sample file so they can be materialized from the UI right away."""
-    from dagster import DagsterInstance
-
-    from partner_ingest.defs.partitions import partitions_name
-    from partner_ingest.partition_keys import encode_partition_key
-
-    config = parse_config(yaml.safe_load(paths.partners_yaml.read_text(encoding="utf-8")))
-    partner = config.partners[0]
-    inbound = paths.sftp_root / partner.remote_dir.lstrip("/")
-    keys = sorted(encode_partition_key(p.relative_to(inbound).as_posix()) for p in sample_paths
-                  if p.is_relative_to(inbound) and p.suffix in (".csv", ".bin"))
-    with DagsterInstance.from_config(str(paths.dagster_home)) as instance:
-        instance.add_dynamic_partitions(partitions_name(partner), keys)
 
 
 def stop_process_group(child: subprocess.Popen[Any], grace: float,

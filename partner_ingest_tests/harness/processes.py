@@ -29,8 +29,25 @@ def wait_for_port(port: int, proc: subprocess.Popen | None = None, timeout: floa
     raise TimeoutError(f"nothing listened on 127.0.0.1:{port} within {timeout}s")
 
 
+def _group_alive(pgid: int) -> bool:
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def stop_process(proc: subprocess.Popen, *, group: bool = False, timeout: float = 15.0) -> None:
-    """SIGTERM (to the process group when it was started in its own session), then SIGKILL."""
+    """SIGTERM (to the process group when it was started in its own session), then SIGKILL.
+
+    With ``group``, waits until every process of the group is gone, not only the leader: `dagster dev`
+    returns before its webserver, daemon and code server have exited.
+    """
+    if group:
+        _stop_group(proc, timeout)
+        return
     if proc.poll() is not None:
         return
     with contextlib.suppress(ProcessLookupError):
@@ -47,3 +64,20 @@ def stop_process(proc: subprocess.Popen, *, group: bool = False, timeout: float 
             else:
                 proc.kill()
         proc.wait(timeout=timeout)
+
+
+def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
+    pgid = proc.pid
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        proc.poll()
+        if proc.returncode is not None and not _group_alive(pgid):
+            return
+        time.sleep(0.1)
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pgid, signal.SIGKILL)
+    proc.wait(timeout=timeout)
+    while _group_alive(pgid) and time.monotonic() < deadline + timeout:
+        time.sleep(0.1)
