@@ -17,7 +17,7 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 
 def land(partner: PartnerConfig, bucket: str, relative_paths: Sequence[str],
-         instance: DagsterInstance | None = None) -> tuple[ExecuteInProcessResult, DagsterInstance, list[str]]:
+         instance: DagsterInstance | None = None, resources: dict | None = None) -> tuple[ExecuteInProcessResult, DagsterInstance, list[str]]:
     """Register the files as partitions and materialize them in one ranged run."""
     from partner_ingest.config import LandingConfig
 
@@ -26,6 +26,6 @@ def land(partner: PartnerConfig, bucket: str, relative_paths: Sequence[str],
     instance.add_dynamic_partitions(partitions_name(partner), keys)
     asset = build_files_asset(partner, LandingConfig(bucket=bucket))
     tags = {RANGE_START: keys[0], RANGE_END: keys[-1]} if len(keys) > 1 else {}
-    result = materialize([asset], instance=instance, resources=default_resources(),
+    result = materialize([asset], instance=instance, resources=resources or default_resources(),
                          partition_key=keys[0] if len(keys) == 1 else None, tags=tags, raise_on_error=False)
     return result, instance, keys

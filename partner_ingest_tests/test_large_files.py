@@ -114,9 +114,9 @@ def test_file_changing_during_a_multipart_upload_aborts_it(make_partner, s3):
 
     writer = threading.Thread(target=append_once_upload_started, daemon=True)
     writer.start()
-    with default_resources()["sftp"].open(rig.partner) as session:
+    with default_resources()["sftp"].link(rig.partner) as link:
         try:
-            land_file(session, s3, bucket=bucket, relative_path="growing.bin", multipart_threshold=5 * MiB)
+            land_file(link, s3, bucket=bucket, relative_path="growing.bin", multipart_threshold=5 * MiB)
         except RemoteFileChangedError as exc:
             error = exc
         else:

@@ -51,6 +51,8 @@ def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFi
             "seconds": MetadataValue.float(round(landed.seconds, 6)),
             "bytes_per_second": MetadataValue.float(round(landed.bytes_per_second, 1)),
             "uploaded": MetadataValue.bool(landed.uploaded),
+            "bytes_read": MetadataValue.int(landed.bytes_read),
+            "resumes": MetadataValue.int(landed.resumes),
         },
         tags={DATA_VERSION_TAG: landed.version.token},
     )
@@ -89,16 +91,17 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
         keys = context.partition_keys
         failures: list[PartnerIngestError] = []
         client = s3.get_client()
+        link = sftp.link(partner)
         try:
-            session = sftp.open(partner)
-            session.check_remote_dir()
+            link.session.check_remote_dir()
         except PartnerIngestError as exc:
+            link.close()
             raise Failure(description=str(exc), metadata={"files_not_landed": len(keys)}) from None
-        with session:
+        with link:
             for key in keys:
                 try:
                     relative_path = _relative_path(partner, key)
-                    landed = land_file(session, client, bucket=landing.bucket, relative_path=relative_path)
+                    landed = land_file(link, client, bucket=landing.bucket, relative_path=relative_path)
                 except PartnerIngestError as exc:
                     context.log.error(str(exc))
                     failures.append(exc)

@@ -14,6 +14,7 @@ from partner_ingest.config import PartnerConfig
 from partner_ingest.errors import SecretError
 from partner_ingest.sftp.connection import ConnectionSettings, SftpSession, open_session
 from partner_ingest.sftp.credentials import SftpCredentials, credentials_from_secret
+from partner_ingest.sftp.link import PartnerLink
 
 
 class SftpResource(ConfigurableResource):
@@ -26,6 +27,8 @@ class SftpResource(ConfigurableResource):
     channel_timeout_seconds: float = 30.0
     keepalive_seconds: int = 15
     window_size_bytes: int = 16 * 1024 * 1024
+    reconnect_attempts: int = 5
+    reconnect_backoff_seconds: float = 1.0
 
     def settings(self) -> ConnectionSettings:
         return ConnectionSettings(
@@ -57,7 +60,15 @@ class SftpResource(ConfigurableResource):
     def open(self, partner: PartnerConfig) -> SftpSession:
         return open_session(partner, self.credentials(partner), self.settings())
 
+    def link(self, partner: PartnerConfig) -> PartnerLink:
+        """A session that reconnects (bounded, with backoff) when the network drops it mid-run."""
+        credentials = self.credentials(partner)
+        settings = self.settings()
+        return PartnerLink(lambda: open_session(partner, credentials, settings), retries=self.reconnect_attempts,
+                           backoff_seconds=self.reconnect_backoff_seconds)
+
 
 def default_resources() -> dict[str, object]:
     secrets = SecretsManagerResource()
-    return {"sftp": SftpResource(secrets=secrets), "s3": S3Resource()}
+    # dagster-aws configures botocore's "standard" retry mode; 5 attempts ride out throttling and 5xx.
+    return {"sftp": SftpResource(secrets=secrets), "s3": S3Resource(max_attempts=5)}

@@ -57,6 +57,7 @@ class PipelinedReader:
         self._responses = _Responses()
         self._ready: deque[bytes] = deque()
         self._ready_bytes = 0
+        self.bytes_received = 0        # every byte the server sent us, re-reads included
 
     @property
     def offset(self) -> int:
@@ -90,6 +91,19 @@ class PipelinedReader:
         self._offset += taken
         self._fill_pipeline()
         return b"".join(pieces)
+
+    def resume(self, sftp: paramiko.SFTPClient, handle: bytes) -> None:
+        """Continue on a new connection after the old one dropped.
+
+        Chunks already received are kept; requests that were in flight on the dead connection are
+        issued again, starting at the first byte not yet received, so nothing is read twice beyond
+        the requests the drop interrupted.
+        """
+        self._sftp = sftp
+        self._handle = handle
+        self._pending.clear()
+        self._responses = _Responses()
+        self._next_request = self._offset + self._ready_bytes
 
     def drain(self) -> None:
         """Collect answers to requests still outstanding so the channel is clean for reuse."""
@@ -136,4 +150,5 @@ class PipelinedReader:
             if not more:
                 raise RemoteFileShrunk(f"empty read at byte {rest_offset}, expected {self._size}")
             data += more
+        self.bytes_received += len(data)
         return data

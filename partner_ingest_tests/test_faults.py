@@ -1,0 +1,192 @@
+"""Faults on the partner link and on S3, injected by a real TCP proxy, driven through Dagster runs
+against the real sshd and moto. Each case asserts: no partial object, no open multipart upload, no
+duplicate landing, the right files materialized, and a message naming partner, file and what to do."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+import yaml
+from dagster import DagsterInstance
+from dagster_aws.s3 import S3Resource
+from dagster_aws.secretsmanager import SecretsManagerResource
+
+from partner_ingest.defs.assets import files_asset_key
+from partner_ingest.defs.partitions import partitions_name
+from partner_ingest.defs.resources import SftpResource
+from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest_tests.dagster_helpers import land
+from partner_ingest_tests.harness.fault_proxy import Fault, FaultProxy
+
+MiB = 1024 * 1024
+
+
+def _resources(**sftp_settings) -> dict:
+    settings = {"reconnect_backoff_seconds": 0.2, "channel_timeout_seconds": 3.0, **sftp_settings}
+    return {"sftp": SftpResource(secrets=SecretsManagerResource(), **settings), "s3": S3Resource(max_attempts=5)}
+
+
+@pytest.fixture
+def sftp_proxy(sshd):
+    proxy = FaultProxy(sshd.port)
+    yield proxy
+    proxy.close()
+
+
+def _write(rig, name: str, size: int) -> str:
+    data = os.urandom(size)
+    rig.write(name, data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def _failure_text(result) -> str:
+    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
+
+
+def _objects(s3, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
+
+
+def _assert_clean(s3, bucket: str) -> None:
+    assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "an open multipart upload was left"
+
+
+def _materialization(instance, rig, name):
+    records = instance.fetch_materializations(files_asset_key(rig.partner), limit=100).records
+    return [r.asset_materialization for r in records if r.partition_key == encode_partition_key(name)]
+
+
+@pytest.mark.parametrize("fault", [Fault(cut_after=6 * MiB), Fault(reset_after=6 * MiB)], ids=["cut", "reset"])
+def test_dropped_link_resumes_at_the_same_offset_inside_the_same_upload(make_partner, s3, sftp_proxy, fault):
+    rig = make_partner(port=sftp_proxy.port)
+    expected = _write(rig, "big.bin", 40 * MiB)
+    sftp_proxy.add(fault)  # the first connection drops after 6 MiB; the reconnect goes through
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["big.bin"], resources=_resources())
+    assert result.success
+    body = s3.get_object(Bucket=rig.landing.bucket, Key=f"partners/{rig.partner.name}/big.bin")["Body"].read()
+    assert hashlib.sha256(body).hexdigest() == expected
+    [event] = _materialization(instance, rig, "big.bin")
+    assert event.metadata["resumes"].value == 1
+    assert event.metadata["bytes_read"].value == 40 * MiB  # nothing read twice
+    assert sftp_proxy.connections == 2 and sftp_proxy.faults_fired == 1
+    versions = s3.list_object_versions(Bucket=rig.landing.bucket)["Versions"]
+    assert len(versions) == 1  # one upload, no duplicate landing
+    _assert_clean(s3, rig.landing.bucket)
+
+
+def test_stalled_link_times_out_and_resumes(make_partner, s3, sftp_proxy):
+    rig = make_partner(port=sftp_proxy.port)
+    expected = _write(rig, "stall.bin", 12 * MiB)
+    sftp_proxy.add(Fault(stall_after=3 * MiB))
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["stall.bin"], resources=_resources())
+    assert result.success
+    [event] = _materialization(instance, rig, "stall.bin")
+    assert event.metadata["sha256"].value == expected and event.metadata["resumes"].value == 1
+
+
+def test_link_that_keeps_dropping_fails_clearly_after_bounded_retries(make_partner, s3, sftp_proxy):
+    rig = make_partner(port=sftp_proxy.port)
+    _write(rig, "doomed.bin", 30 * MiB)
+    rig.write("small.csv", b"lands before the doomed file")
+    sftp_proxy.default_fault = Fault(cut_after=4 * MiB)
+    result, instance, keys = land(rig.partner, rig.landing.bucket, ["doomed.bin", "small.csv"],
+                                  resources=_resources(reconnect_attempts=3))
+    assert not result.success
+    text = _failure_text(result)
+    assert rig.partner.name in text and "doomed.bin" in text and "What to do" in text
+    assert _objects(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/small.csv"]
+    assert instance.get_materialized_partitions(files_asset_key(rig.partner)) == {encode_partition_key("small.csv")}
+    _assert_clean(s3, rig.landing.bucket)
+
+
+def test_file_that_vanishes_while_read_is_not_landed(make_partner, s3, sftp_proxy):
+    rig = make_partner(port=sftp_proxy.port)
+    path = rig.tree / "gone.bin"
+    _write(rig, "gone.bin", 24 * MiB)
+    # Stall the link after 2 MiB; while it hangs, the partner deletes the file; the resume finds it gone.
+    sftp_proxy.add(Fault(stall_after=2 * MiB))
+    threading.Timer(1.0, path.unlink).start()
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["gone.bin"], resources=_resources())
+    assert not result.success
+    assert "vanished while it was read" in _failure_text(result)
+    assert _objects(s3, rig.landing.bucket) == []
+    _assert_clean(s3, rig.landing.bucket)
+
+
+@pytest.fixture
+def s3_proxy(moto, monkeypatch):
+    proxy = FaultProxy(moto.port)
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{proxy.port}")
+    yield proxy
+    proxy.close()
+
+
+def test_s3_connection_resets_are_retried_by_botocore(make_partner, s3, s3_proxy):
+    rig = make_partner()
+    expected = _write(rig, "parts.bin", 40 * MiB)
+    s3_proxy.refuse(b"partNumber=", times=2)
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["parts.bin"], resources=_resources())
+    assert result.success
+    assert s3_proxy.faults_fired == 2
+    [event] = _materialization(instance, rig, "parts.bin")
+    assert event.metadata["sha256"].value == expected
+    _assert_clean(s3, rig.landing.bucket)
+
+
+def test_s3_failing_every_part_fails_clearly_and_aborts_the_multipart_upload(make_partner, s3, s3_proxy):
+    rig = make_partner()
+    _write(rig, "never.bin", 24 * MiB)
+    s3_proxy.refuse(b"partNumber=")
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["never.bin"], resources=_resources())
+    assert not result.success
+    text = _failure_text(result)
+    assert rig.partner.name in text and "never.bin" in text and "What to do" in text
+    assert _objects(s3, rig.landing.bucket) == []
+    _assert_clean(s3, rig.landing.bucket)
+
+
+def test_repeated_run_at_the_same_version_uploads_nothing_and_says_so(make_partner, s3):
+    rig = make_partner()
+    _write(rig, "once.bin", 3 * MiB)
+    instance = DagsterInstance.ephemeral()
+    first, _, _ = land(rig.partner, rig.landing.bucket, ["once.bin"], instance=instance)
+    second, _, _ = land(rig.partner, rig.landing.bucket, ["once.bin"], instance=instance)
+    assert first.success and second.success
+    events = _materialization(instance, rig, "once.bin")
+    assert sorted(e.metadata["uploaded"].value for e in events) == [False, True]
+    assert len(s3.list_object_versions(Bucket=rig.landing.bucket)["Versions"]) == 1
+    logs = " ".join(str(e.message) for e in instance.all_logs(second.run_id))
+    assert "already landed, nothing uploaded" in logs
+
+
+def test_run_killed_mid_upload_leaves_no_object_under_the_final_key(make_partner, s3, tmp_path):
+    rig = make_partner()
+    _write(rig, "killed.bin", 200 * MiB)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    config = tmp_path / "partners.yaml"
+    config.write_text(yaml.safe_dump(rig.config.model_dump(mode="json")))
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(partitions_name(rig.partner), ["killed.bin"])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "partner_ingest.definitions",
+         "--select", f"partners/{rig.partner.name}/files", "--partition", "killed.bin"],
+        env={**os.environ, "DAGSTER_HOME": str(home), "PARTNER_INGEST_CONFIG": str(config)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not s3.list_multipart_uploads(Bucket=rig.landing.bucket).get("Uploads"):
+        assert proc.poll() is None, "the run ended before its multipart upload started"
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait(timeout=30)
+    assert _objects(s3, rig.landing.bucket) == []
+    # The orphaned multipart upload is S3's to expire: the landing bucket's lifecycle rule aborts incomplete
+    # uploads (deploy/ecs). Nothing is visible under the final key meanwhile.
+    assert s3.list_multipart_uploads(Bucket=rig.landing.bucket)["Uploads"][0]["Key"].endswith("killed.bin")
