@@ -17,7 +17,8 @@ RANGE_END = "dagster/asset_partition_range_end"
 
 
 def land(partner: PartnerConfig, bucket: str, relative_paths: Sequence[str],
-         instance: DagsterInstance | None = None, resources: dict | None = None) -> tuple[ExecuteInProcessResult, DagsterInstance, list[str]]:
+         instance: DagsterInstance | None = None, resources: dict | None = None,
+         ) -> tuple[ExecuteInProcessResult, DagsterInstance, list[str]]:
     """Register the files as partitions and materialize them in one ranged run."""
     from partner_ingest.config import LandingConfig
 
