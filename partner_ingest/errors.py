@@ -70,3 +70,7 @@ class LandingError(PartnerIngestError):
 
 class PartitionKeyError(PartnerIngestError):
     """A partition key is not one this code location produced."""
+
+
+class AfterLandingError(PartnerIngestError):
+    """The file landed, but deleting or moving it on the partner's server failed."""

@@ -15,6 +15,8 @@ Rules:
   failed files) form ranges only where their positions are consecutive. Every range is capped by
   ``max_files_per_run`` and ``max_bytes_per_run``; one tick requests at most
   ``max_partitions_per_tick`` files and leaves the rest for the next tick.
+* With ``after_landing`` delete or move, a file still on the server although landed at its version
+  is asked for again: its action failed, and the run redoes only the action.
 * Run keys hash the files, their versions and the id of the failed attempt being retried, so a
   repeated evaluation of the same state asks for the same run (Dagster drops the duplicate) while a
   retry after a failure gets a new key.
@@ -108,16 +110,21 @@ def plan_ingestion(
     now: int,
 ) -> Plan:
     limits = partner.limits
-    candidates = []
+    candidates, awaiting_action = [], []
     for entry in listing.files:
         key = encode_partition_key(entry.relative_path)
         if materialized_versions.get(key) != version_token(entry.size, entry.mtime):
             candidates.append(_Candidate(key, entry))
+        elif partner.after_landing != "leave" and key not in in_progress:
+            # Landed at this version but still on the server: its delete/move failed. Ask again; the
+            # run finds it landed and only redoes the action.
+            awaiting_action.append(_Candidate(key, entry))
     candidates.sort(key=lambda c: c.key)
     busy = [c for c in candidates if c.key in in_progress]
     candidates = [c for c in candidates if c.key not in in_progress]
 
     stable, waiting, first_seen = _stable(partner, listing, candidates, cursor.first_seen, now)
+    stable = sorted(stable + awaiting_action, key=lambda c: c.key)
     taken, deferred = stable[: limits.max_partitions_per_tick], len(stable) - limits.max_partitions_per_tick
 
     new_keys: list[str] = []

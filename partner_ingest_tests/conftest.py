@@ -75,10 +75,13 @@ class PartnerRig:
         return IngestConfig(landing=self.landing, partners=[self.partner])
 
     def write(self, relative_path: str, data: bytes, mtime: float | None = None) -> Path:
+        """Write a file as the partner would; directories belong to the SFTP user, like its own tree."""
         path = self.tree / relative_path
         path.parent.mkdir(parents=True, exist_ok=True)
+        owner = self.tree.stat()
         for parent in [p for p in path.parents if self.tree in p.parents or p == self.tree]:
             parent.chmod(0o755)
+            os.chown(parent, owner.st_uid, owner.st_gid)
         path.write_bytes(data)
         path.chmod(0o644)
         if mtime is not None:

@@ -22,10 +22,11 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
+from partner_ingest.after_landing import apply_after_landing
 from partner_ingest.config import LandingConfig, PartnerConfig
 from partner_ingest.defs.partitions import partner_partitions
 from partner_ingest.defs.resources import SftpResource
-from partner_ingest.errors import PartitionKeyError, PartnerIngestError
+from partner_ingest.errors import AfterLandingError, PartitionKeyError, PartnerIngestError
 from partner_ingest.landing.keys import s3_uri
 from partner_ingest.partition_keys import decode_partition_key
 from partner_ingest.transfer import LandedFile, land_file
@@ -37,7 +38,8 @@ def files_asset_key(partner: PartnerConfig) -> AssetKey:
     return AssetKey(["partners", partner.name, "files"])
 
 
-def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFile) -> AssetMaterialization:
+def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFile,
+                    after_landing: str) -> AssetMaterialization:
     return AssetMaterialization(
         asset_key=files_asset_key(partner),
         partition=partition_key,
@@ -53,6 +55,7 @@ def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFi
             "uploaded": MetadataValue.bool(landed.uploaded),
             "bytes_read": MetadataValue.int(landed.bytes_read),
             "resumes": MetadataValue.int(landed.resumes),
+            "after_landing": MetadataValue.text(after_landing),
         },
         tags={DATA_VERSION_TAG: landed.version.token},
     )
@@ -90,6 +93,7 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
     def _files(context: AssetExecutionContext, sftp: SftpResource, s3: S3Resource) -> Iterator[AssetMaterialization]:
         keys = context.partition_keys
         failures: list[PartnerIngestError] = []
+        waiting_for_action: list[str] = []
         client = s3.get_client()
         link = sftp.link(partner)
         try:
@@ -110,12 +114,20 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
                     f"{'landed' if landed.uploaded else 'already landed, nothing uploaded:'} "
                     f"{landed.remote_path} -> {s3_uri(landed.bucket, landed.key)} "
                     f"({landed.version.size} bytes, sha256 {landed.sha256})")
-                yield materialization(partner, key, landed)
+                try:
+                    outcome = apply_after_landing(link, landed).describe()
+                except AfterLandingError as exc:
+                    context.log.error(str(exc))
+                    failures.append(exc)
+                    waiting_for_action.append(landed.remote_path)
+                    outcome = f"failed, waiting for retry: {exc.problem}"
+                yield materialization(partner, key, landed, outcome)
         if failures:
             raise Failure(
                 description=(f"partner '{partner.name}': {len(failures)} of {len(keys)} files did not land: "
                              + "; ".join(str(f) for f in failures[:20])
                              + (f"; and {len(failures) - 20} more" if len(failures) > 20 else "")),
-                metadata={"failed_files": MetadataValue.json([f.path for f in failures])},
+                metadata={"failed_files": MetadataValue.json([f.path for f in failures]),
+                          "waiting_for_after_landing": MetadataValue.json(waiting_for_action)},
             )
     return _files

@@ -39,6 +39,18 @@ def sensor_name(partner: PartnerConfig) -> str:
     return f"{partner.name}_files_sensor"
 
 
+def walk_excludes(partner: PartnerConfig) -> list[str]:
+    """The partner's excludes, plus ``archive_dir`` when it lies inside ``remote_dir`` (never re-ingest it)."""
+    excludes = list(partner.exclude)
+    if partner.archive_dir:
+        root = partner.remote_dir.rstrip("/") + "/"
+        archive = partner.archive_dir.rstrip("/")
+        if archive.startswith(root):
+            relative = archive[len(root):]
+            excludes += [relative, f"{relative}/**"]
+    return excludes
+
+
 def run_requests(partner: PartnerConfig, plan: Plan) -> list[RunRequest]:
     asset_key = files_asset_key(partner)
     requests = []
@@ -100,7 +112,7 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
         started = time.monotonic()
         cursor = SensorCursor.decode(context.cursor)
         with sftp.open(partner) as session:
-            listing = walk(session, include=list(partner.include), exclude=list(partner.exclude),
+            listing = walk(session, include=list(partner.include), exclude=walk_excludes(partner),
                            recursive=partner.recursive, marker_suffix=partner.stability.done_marker)
         listed = time.monotonic()
         _report_problems(context, partner, listing, cursor)
