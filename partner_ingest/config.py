@@ -64,6 +64,15 @@ class RunLimits(_Strict):
     max_partitions_per_tick: Annotated[int, Field(ge=1, le=10_000)] = 2_000
 
 
+class ArchiveLimits(_Strict):
+    """Hard limits for expanding a partner's zip archives; anything beyond them is refused."""
+
+    max_entries: Annotated[int, Field(ge=1, le=1_000_000)] = 10_000
+    max_total_bytes: Annotated[int, Field(ge=1)] = 10 * 1024**3
+    max_ratio: Annotated[int, Field(ge=1, le=10_000)] = 200
+    max_depth: Annotated[int, Field(ge=1, le=5)] = 2
+
+
 class PartnerConfig(_Strict):
     """One partner's SFTP server and what to take from it."""
 
@@ -83,6 +92,7 @@ class PartnerConfig(_Strict):
     limits: RunLimits = RunLimits()
     expect_every: Annotated[str, Field(pattern=r"^[1-9][0-9]*[smhd]$")] | None = None
     unzip: bool = False
+    unzip_limits: ArchiveLimits = ArchiveLimits()
     after_landing: Literal["leave", "delete", "move"] = "leave"
     archive_dir: str | None = None
 

@@ -74,3 +74,7 @@ class PartitionKeyError(PartnerIngestError):
 
 class AfterLandingError(PartnerIngestError):
     """The file landed, but deleting or moving it on the partner's server failed."""
+
+
+class ArchiveRejectedError(PartnerIngestError):
+    """A landed archive was not expanded because it breaks a safety rule or limit."""

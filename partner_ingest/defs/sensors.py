@@ -51,17 +51,18 @@ def walk_excludes(partner: PartnerConfig) -> list[str]:
     return excludes
 
 
-def run_requests(partner: PartnerConfig, plan: Plan) -> list[RunRequest]:
-    asset_key = files_asset_key(partner)
+def run_requests(partner: PartnerConfig, plan: Plan, files_asset: AssetsDefinition) -> list[RunRequest]:
+    """Each run selects the partner's files (and archive contents) with their checks."""
+    selection = sorted(files_asset.keys)
     requests = []
     for batch in plan.runs:
         tags = {PARTNER_TAG: partner.name}
         if len(batch.keys) == 1:
-            requests.append(RunRequest(run_key=batch.run_key, asset_selection=[asset_key],
+            requests.append(RunRequest(run_key=batch.run_key, asset_selection=selection,
                                        partition_key=batch.keys[0], tags=tags))
         else:
             tags.update({RANGE_START_TAG: batch.keys[0], RANGE_END_TAG: batch.keys[-1]})
-            requests.append(RunRequest(run_key=batch.run_key, asset_selection=[asset_key], tags=tags))
+            requests.append(RunRequest(run_key=batch.run_key, asset_selection=selection, tags=tags))
     return requests
 
 
@@ -134,7 +135,7 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
         if listing.truncated:
             context.log.warning(f"partner '{partner.name}': listing stopped at its entry limit")
         result = SensorResult(
-            run_requests=run_requests(partner, plan),
+            run_requests=run_requests(partner, plan, files_asset),
             dynamic_partitions_requests=[partitions.build_add_request(plan.new_keys)] if plan.new_keys else [],
             cursor=plan.cursor.encode(),
         )

@@ -1,0 +1,31 @@
+"""Read a landed object back and compare it with what was read from the partner.
+
+S3 (and moto) accept wrong client checksums silently and multipart objects only carry S3's
+composite checksum, so the check streams the current object under the key and hashes it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+from botocore.exceptions import ClientError
+
+
+def verify_object(s3: Any, *, bucket: str, key: str, size: int, sha256: str) -> tuple[bool, str, dict[str, Any]]:
+    """(passed, description, metadata) for the object currently under ``key``."""
+    try:
+        body = s3.get_object(Bucket=bucket, Key=key)
+    except ClientError as exc:
+        code = exc.response.get("Error", {}).get("Code", "")
+        return False, f"s3://{bucket}/{key} cannot be read ({code}): it was deleted or access was removed", {}
+    digest = hashlib.sha256()
+    count = 0
+    for chunk in body["Body"].iter_chunks(1024 * 1024):
+        digest.update(chunk)
+        count += len(chunk)
+    metadata = {"size_found": count, "sha256_found": digest.hexdigest(), "s3_version_id": body.get("VersionId") or ""}
+    if count != size or digest.hexdigest() != sha256:
+        return False, (f"s3://{bucket}/{key} holds {count} bytes with sha256 {digest.hexdigest()}, "
+                       f"but {size} bytes with sha256 {sha256} were landed"), metadata
+    return True, f"s3://{bucket}/{key} matches the {size} bytes read from the partner", metadata
