@@ -182,7 +182,7 @@ def _expand(s3: Any, bucket: str, key: str, version_id: str | None, prefix: str,
                                           "ascii", "backslashreplace").decode(), "source-entry-size": str(
                                           info.file_size)}})
             except (zipfile.BadZipFile, NotImplementedError, EOFError, zipfile.LargeZipFile) as exc:
-                raise reject(f"it cannot be read ({exc})", info.filename) from None
+                raise reject(f"it is corrupt or unreadable ({exc})", info.filename) from None
             except (OSError, RuntimeError) as exc:
                 if "Bad CRC" in str(exc) or "Truncated" in str(exc):
                     raise reject(f"it is corrupt ({exc})", info.filename) from None

@@ -1,0 +1,73 @@
+"""Per-partition asset checks: each file of a multi-file run gets its own result, and a check re-run
+after someone corrupts or deletes an object fails for exactly that file."""
+
+from __future__ import annotations
+
+from dagster import AssetCheckKey, AssetSelection, instance_for_test, materialize
+
+from partner_ingest.defs.assets import (
+    EXPANSION_CHECK,
+    OBJECT_CHECK,
+    build_files_asset,
+    contents_asset_key,
+    files_asset_key,
+)
+from partner_ingest.defs.resources import default_resources
+from partner_ingest_tests.dagster_helpers import RANGE_END, RANGE_START, land
+from partner_ingest_tests.zips import make_zip
+
+
+def _evaluations(instance, run_id, check_name):
+    out = {}
+    for record in instance.all_logs(run_id):
+        event = record.dagster_event
+        if event and event.event_type_value == "ASSET_CHECK_EVALUATION":
+            data = event.event_specific_data
+            if data.check_name == check_name:
+                out[data.partition] = data.passed
+    return out
+
+
+def _run_checks(rig, instance, keys, *check_keys):
+    asset = build_files_asset(rig.partner, rig.landing)
+    return materialize([asset], instance=instance, resources=default_resources(),
+                       selection=AssetSelection.checks(*check_keys),
+                       tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, raise_on_error=False)
+
+
+def test_each_file_gets_its_own_check_and_tampering_fails_it(make_partner, s3):
+    rig = make_partner()
+    for name in ("a.csv", "b.csv", "c.csv"):
+        rig.write(name, name.encode() * 100)
+    with instance_for_test() as instance:
+        result, _, keys = land(rig.partner, rig.landing.bucket, ["a.csv", "b.csv", "c.csv"], instance=instance)
+        assert result.success
+        assert _evaluations(instance, result.run_id, OBJECT_CHECK) == {"a.csv": True, "b.csv": True, "c.csv": True}
+
+        prefix = f"partners/{rig.partner.name}"
+        s3.put_object(Bucket=rig.landing.bucket, Key=f"{prefix}/b.csv", Body=b"tampered")
+        s3.delete_object(Bucket=rig.landing.bucket, Key=f"{prefix}/c.csv")
+        check = AssetCheckKey(files_asset_key(rig.partner), OBJECT_CHECK)
+        rerun = _run_checks(rig, instance, keys, check)
+        assert _evaluations(instance, rerun.run_id, OBJECT_CHECK) == {"a.csv": True, "b.csv": False, "c.csv": False}
+        records = instance.event_log_storage.get_asset_check_execution_history(check, limit=20)
+        failed = {r.partition: r.event.dagster_event.event_specific_data.description for r in records
+                  if r.run_id == rerun.run_id and not r.event.dagster_event.event_specific_data.passed}
+        assert "holds 8 bytes" in failed["b.csv"] and "deleted" in failed["c.csv"]
+        # Nothing was landed again by the check-only run.
+        assert len(s3.list_object_versions(Bucket=rig.landing.bucket, Prefix=f"{prefix}/a.csv")["Versions"]) == 1
+
+
+def test_archive_expansion_check_fails_when_an_entry_goes_missing(make_partner, s3):
+    rig = make_partner(unzip=True)
+    rig.write("in/batch.zip", make_zip({"x.csv": b"x" * 1000, "sub/y.csv": b"y" * 2000}))
+    with instance_for_test() as instance:
+        result, _, keys = land(rig.partner, rig.landing.bucket, ["in/batch.zip"], instance=instance)
+        assert result.success
+        assert _evaluations(instance, result.run_id, EXPANSION_CHECK) == {keys[0]: True}
+        entry = f"partners/{rig.partner.name}/in/batch.zip.unzipped/sub/y.csv"
+        assert s3.head_object(Bucket=rig.landing.bucket, Key=entry)["ContentLength"] == 2000
+        s3.delete_object(Bucket=rig.landing.bucket, Key=entry)
+        check = AssetCheckKey(contents_asset_key(rig.partner), EXPANSION_CHECK)
+        rerun = _run_checks(rig, instance, keys, check)
+        assert _evaluations(instance, rerun.run_id, EXPANSION_CHECK) == {keys[0]: False}
