@@ -1,34 +1,34 @@
-"""Throughput and memory of our SFTP -> S3 transfer core against OpenSSH and rclone, over loopback.
+"""Throughput, CPU and memory of our SFTP -> S3 transfer core against OpenSSH and rclone, over loopback.
 
 Why: the transfer core (``partner_ingest.transfer.land_file`` on top of
 ``partner_ingest.sftp.reader.PipelinedReader``) is pure Python on paramiko + boto3. This puts a
 number on what that costs next to OpenSSH's ``sftp`` (the reference, 1.00) and rclone, shows how much
-of the gap is the S3 side (moto, which is itself a Python server, caps the end-to-end case), and
-shows that peak memory does not grow with the file size.
+of the gap is the S3 side (moto, itself a Python server on the same CPUs, caps the end-to-end case),
+and shows that peak memory does not grow with the file size.
 
 Everything runs on this machine over 127.0.0.1: a real OpenSSH sshd and a moto S3 server from the test
 harness (``partner_ingest_tests/harness``), started here and stopped by PID at the end, even on
-Ctrl-C or an error. Needs root (sshd authenticates its own system accounts), openssh-server/-client
-and rclone (``scripts/test.sh`` installs them).
-
-Run from the repository root:
+Ctrl-C, SIGTERM or an error. Needs root (sshd authenticates its own system accounts), openssh
+server and client, and rclone (``scripts/test.sh`` installs them). Run from the repository root:
 
     sudo .venv/bin/python benchmarks/transfer_throughput.py --size-mib 256
     sudo .venv/bin/python benchmarks/transfer_throughput.py             # 1 GiB, 1000 small files, 3 runs
 
-Cases (each run ``--repeat`` times, interleaved, median reported):
+Cases (each run ``--repeat`` times, interleaved; the median is reported):
 
 1. OpenSSH ``sftp`` get -> /dev/null (reference = 1.00).
 2. ours: SFTP read alone (``PipelinedReader`` + sha256, no S3).
-3. ours end to end: ``land_file`` SFTP -> moto S3 (multipart), in a child process so its peak RSS
-   can be read from the kernel (``wait4``); also run once at 1/4 of the size and for a 10 KiB file.
+3. ours end to end: ``land_file`` SFTP -> moto S3 (multipart), in a child process so that its peak
+   RSS is its own; also run once at 1/4 of the size and for a 10 KiB file.
 4. rclone ``copyto`` sftp -> moto S3.
-5. moto alone: boto3 ``upload_fileobj`` of an in-memory stream, same TransferConfig as ours.
+5. moto alone: boto3 ``upload_fileobj`` of an in-memory stream, the same TransferConfig as ours.
 6. small files: OpenSSH ``get -r`` to a local dir, ours (one session, ``land_file`` per file),
-   rclone ``copy``; plus two diagnostic rows splitting ours into its SFTP and its S3 part.
+   rclone ``copy``; plus two diagnostic rows splitting ours into its SFTP part and its S3 part.
 
 Times include connecting and authenticating (OpenSSH and rclone: the whole command; ours: from
-``open_session`` on, not the Python interpreter's start). All data comes from the page cache.
+opening the session, not the Python interpreter's start). All data comes from the page cache. CPU is
+measured per process (client, sshd, moto), so a busy machine shows up as lower MiB/s but much the
+same CPU ms/MiB: on a shared machine, trust the CPU columns more than the speeds.
 """
 
 from __future__ import annotations
@@ -36,11 +36,13 @@ from __future__ import annotations
 import argparse
 import contextlib
 import hashlib
+import inspect
 import io
 import json
 import os
 import platform
 import re
+import resource
 import secrets
 import shutil
 import signal
@@ -48,10 +50,12 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import TracebackType
 from typing import Any
 
 MiB = 1024 * 1024
@@ -60,6 +64,7 @@ BIG_FILE = "big.bin"
 QUARTER_FILE = "quarter.bin"
 TINY_FILE = "tiny.bin"
 SMALL_DIR = "small"
+LANDING_PREFIX = "bench"
 
 # Case labels, in table order.
 OPENSSH = "OpenSSH sftp get -> /dev/null"
@@ -75,7 +80,7 @@ SMALL_MOTO = "  diag: moto alone (put+head+tag)"
 
 
 # --------------------------------------------------------------------------------------------------
-# helpers shared by parent and child
+# shared by the parent and the child
 
 
 def boto_config() -> Any:
@@ -95,14 +100,14 @@ def partner_for(spec: dict[str, Any]) -> Any:
 
     return PartnerConfig(name="bench", host="127.0.0.1", port=spec["port"], username=spec["username"],
                          secret_id="unused-by-the-benchmark", host_keys=[spec["host_key"]],
-                         remote_dir=spec["remote_dir"], landing_prefix="bench")
+                         remote_dir=spec["remote_dir"], landing_prefix=LANDING_PREFIX)
 
 
 def open_partner_session(spec: dict[str, Any]) -> Any:
-    """Our client logs in like OpenSSH and rclone do here: as the key user, with the Ed25519 key.
+    """Our client logs in as OpenSSH and rclone do here: as the key user, with the Ed25519 key.
 
-    (Key rather than password: the harness resets the password user's password whenever any other
-    test run on this machine starts its sshd, which would break a long benchmark half way.)
+    (Not the password user: the harness resets that account's password whenever any other test
+    run on this machine starts its sshd, which would break a long benchmark half way.)
     """
     from partner_ingest.sftp.connection import open_session
     from partner_ingest.sftp.credentials import credentials_from_secret
@@ -111,8 +116,32 @@ def open_partner_session(spec: dict[str, Any]) -> Any:
     return open_session(partner_for(spec), credentials_from_secret("bench", "bench-key", secret))
 
 
-# --------------------------------------------------------------------------------------------------
-# the child: case 3 in its own process, so its peak RSS is its own
+@contextlib.contextmanager
+def land_target(spec: dict[str, Any]) -> Iterator[tuple[Any, Callable[[], Any]]]:
+    """What ``land_file`` takes as its first argument, and a getter for the current SftpSession.
+
+    ``land_file`` takes a ``PartnerLink`` (a session that reconnects) in newer trees and the bare
+    ``SftpSession`` in older ones; the benchmark works with either.
+    """
+    from partner_ingest.transfer import land_file
+
+    if next(iter(inspect.signature(land_file).parameters)) == "link":
+        from partner_ingest.sftp.link import PartnerLink
+
+        link = PartnerLink(lambda: open_partner_session(spec))
+        try:
+            link.session  # noqa: B018 - connect now, as the older API did
+            yield link, lambda: link.session
+        finally:
+            link.close()
+    else:
+        with open_partner_session(spec) as session:
+            yield session, lambda: session
+
+
+def process_cpu() -> float:
+    times = os.times()
+    return times.user + times.system
 
 
 def proc_status_kib(field_name: str) -> int:
@@ -121,11 +150,15 @@ def proc_status_kib(field_name: str) -> int:
     return int(match.group(1)) if match else 0
 
 
-def child_main(spec_json: str) -> int:
-    """Land one file and print one JSON line with its timings and its RSS before and at peak.
+# --------------------------------------------------------------------------------------------------
+# the child: case 3 in its own process, so its peak RSS is its own
 
-    The peak is VmHWM, not ``ru_maxrss``: on Linux ``ru_maxrss`` survives ``execve``, so a child's
-    ``ru_maxrss`` (and what ``wait4`` returns for it) is at least the parent's RSS when it was spawned.
+
+def child_main(spec_json: str) -> int:
+    """Land one file; print one JSON line with timings, CPU, and RSS before and at the peak.
+
+    The peak is VmHWM rather than ``ru_maxrss``: on Linux ``ru_maxrss`` survives ``execve``, so a
+    child's ``ru_maxrss`` (and what ``wait4`` returns for it) is at least its parent's RSS at spawn.
     """
     from partner_ingest.transfer import land_file
 
@@ -133,22 +166,128 @@ def child_main(spec_json: str) -> int:
     s3 = s3_client()
     s3.head_bucket(Bucket=spec["bucket"])  # warm the client (endpoint, credentials) outside the timing
     rss_before_kib = proc_status_kib("VmRSS")
-    started = time.monotonic()
-    with open_partner_session(spec) as session:
+    cpu_started, started = process_cpu(), time.monotonic()
+    with land_target(spec) as (target, session):
         connected = time.monotonic()
-        landed = land_file(session, s3, bucket=spec["bucket"], relative_path=spec["relative_path"],
+        landed = land_file(target, s3, bucket=spec["bucket"], relative_path=spec["relative_path"],
                            multipart_threshold=spec["multipart_threshold"], skip_if_landed=False)
-        cipher = session.client.get_transport().remote_cipher
+        cipher = session().client.get_transport().remote_cipher
     ended = time.monotonic()
     print(json.dumps({"seconds": ended - started, "connect_seconds": connected - started,
-                      "land_seconds": landed.seconds, "sha256": landed.sha256, "size": landed.version.size,
-                      "key": landed.key, "rss_before_kib": rss_before_kib,
-                      "peak_rss_kib": proc_status_kib("VmHWM"), "cipher": cipher}), flush=True)
+                      "land_seconds": landed.seconds, "cpu_seconds": process_cpu() - cpu_started,
+                      "sha256": landed.sha256, "size": landed.version.size, "key": landed.key,
+                      "rss_before_kib": rss_before_kib, "peak_rss_kib": proc_status_kib("VmHWM"),
+                      "cipher": cipher}), flush=True)
     return 0
 
 
 # --------------------------------------------------------------------------------------------------
-# the parent
+# measuring
+
+
+@dataclass
+class Sample:
+    seconds: float
+    client_cpu: float = 0.0
+    sshd_cpu: float = 0.0
+    moto_cpu: float = 0.0
+    rss_mib: float | None = None
+
+
+def _proc_cpu(pid: int) -> float | None:
+    """CPU seconds (user + system, all threads) of a live process, or None once it is gone."""
+    try:
+        data = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = data[data.rindex(")") + 2:].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+class SshdCpu(threading.Thread):
+    """Samples the CPU of sshd and every session process it forks, every 20 ms.
+
+    sshd's reaped children do not add up in its own counters: with privilege separation the session
+    process outlives its parent and is reparented to init. So each descendant is found while it is
+    still attached and followed by PID; what it used after its last sample (< 20 ms) is missed.
+    """
+
+    def __init__(self, master_pid: int) -> None:
+        super().__init__(name="sshd-cpu", daemon=True)
+        self._master = master_pid
+        self._seen: dict[int, float] = {}
+        self._live: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop_event = threading.Event()
+
+    def run(self) -> None:
+        while not self._stop_event.wait(0.02):
+            self.sample()
+
+    def sample(self) -> None:
+        with self._lock:
+            stack, visited = [self._master, *self._live], set()
+            while stack:
+                pid = stack.pop()
+                if pid not in visited:
+                    visited.add(pid)
+                    self._live.add(pid)
+                    stack.extend(_children(pid))
+            for pid in list(self._live):
+                cpu = _proc_cpu(pid)
+                if cpu is None:
+                    self._live.discard(pid)
+                else:
+                    self._seen[pid] = cpu
+
+    def total(self) -> float:
+        self.sample()
+        with self._lock:
+            return sum(self._seen.values())
+
+    def sessions_open(self) -> bool:
+        with self._lock:
+            return any(pid != self._master for pid in self._live)
+
+    def stop(self) -> None:
+        self._stop_event.set()
+
+
+class Measure:
+    """Wall time and CPU over a block: this process, the children it reaped, sshd and moto.
+
+    On leaving, it waits (bounded) until the sshd sessions the block opened have ended.
+    """
+
+    def __init__(self, rig: Rig) -> None:
+        self._rig = rig
+        self.sample = Sample(0.0)
+
+    def _snapshot(self) -> tuple[float, float, float, float, float]:
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return (time.monotonic(), process_cpu() + children.ru_utime + children.ru_stime,
+                self._rig.sshd_cpu.total(), _proc_cpu(self._rig.moto.proc.pid) or 0.0, 0.0)
+
+    def __enter__(self) -> Measure:
+        self._start = self._snapshot()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        if exc_type is not None:
+            return
+        ended = time.monotonic()
+        self._rig.wait_for_sshd_sessions()
+        now = self._snapshot()
+        self.sample = Sample(seconds=ended - self._start[0], client_cpu=now[1] - self._start[1],
+                             sshd_cpu=now[2] - self._start[2], moto_cpu=now[3] - self._start[3])
 
 
 @dataclass
@@ -164,6 +303,7 @@ class Rig:
     key_file: Path
     known_hosts: Path
     rclone_config: Path
+    sshd_cpu: SshdCpu
     digests: dict[str, str] = field(default_factory=dict)
     sizes: dict[str, int] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
@@ -179,15 +319,20 @@ class Rig:
     def remote(self, name: str) -> str:
         return f"{self.tree}/{name}"
 
+    def measure(self) -> Measure:
+        return Measure(self)
 
-@dataclass
-class Sample:
-    seconds: float
-    rss_mib: float | None = None
+    def wait_for_sshd_sessions(self, timeout: float = 5.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.sshd_cpu.sample()
+            if not self.sshd_cpu.sessions_open():
+                return
+            time.sleep(0.02)
 
 
 def write_random(path: Path, size: int) -> str:
-    """Incompressible content (SSH compression is off anyway), readable by the test users."""
+    """Incompressible content, readable by the test users; returns its SHA-256."""
     digest = hashlib.sha256()
     with path.open("wb") as out:
         remaining = size
@@ -200,10 +345,8 @@ def write_random(path: Path, size: int) -> str:
     return digest.hexdigest()
 
 
-def run_command(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None,
-                what: str) -> tuple[float, str]:
+def run_command(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, what: str) -> str:
     """Run ``cmd`` in its own process group; kill that group by its id on timeout or interrupt."""
-    started = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
                             start_new_session=True)
     try:
@@ -214,10 +357,9 @@ def run_command(cmd: list[str], *, timeout: float, env: dict[str, str] | None = 
         with contextlib.suppress(subprocess.TimeoutExpired):
             proc.communicate(timeout=10)
         raise
-    seconds = time.monotonic() - started
     if proc.returncode != 0:
         raise RuntimeError(f"{what} exited with {proc.returncode}: {' '.join(cmd)}\n{output[-3000:]}")
-    return seconds, output
+    return output
 
 
 def sftp_command(rig: Rig, batch: str, *, verbose: bool = False) -> list[str]:
@@ -232,8 +374,8 @@ def sftp_command(rig: Rig, batch: str, *, verbose: bool = False) -> list[str]:
 
 
 def rclone_env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_") and not k.startswith("RCLONE_")}
-    return env  # rclone fails against a custom endpoint while AWS_CA_BUNDLE is set
+    # rclone fails against a custom endpoint while AWS_CA_BUNDLE is set; it gets its keys from its config.
+    return {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "RCLONE_"))}
 
 
 def rclone_command(rig: Rig, *args: str) -> list[str]:
@@ -255,64 +397,63 @@ def purge(s3: Any, bucket: str, prefix: str) -> None:
             s3.delete_objects(Bucket=bucket, Delete={"Objects": versions, "Quiet": True})
 
 
-# ---- the cases ----------------------------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# the cases
 
 
 def case_openssh(rig: Rig, first: bool) -> Sample:
     cmd = sftp_command(rig, f"get {rig.remote(BIG_FILE)} /dev/null\n", verbose=first)
-    seconds, output = run_command(cmd, timeout=rig.args.timeout, what="sftp get")
+    with rig.measure() as measured:
+        output = run_command(cmd, timeout=rig.args.timeout, what="sftp get")
     if first:
         match = re.search(r"kex: server->client cipher: (\S+)", output)
         rig.notes["openssh cipher"] = match.group(1) if match else "?"
-    return Sample(seconds)
+    return measured.sample
 
 
 def case_ours_read(rig: Rig) -> Sample:
     from partner_ingest.sftp.reader import PipelinedReader
 
-    size = rig.sizes[BIG_FILE]
-    started = time.monotonic()
-    with open_partner_session(rig.spec) as session:
+    with rig.measure() as measured, open_partner_session(rig.spec) as session:
         remote = session.sftp.open(rig.remote(BIG_FILE), "rb")
-        reader = PipelinedReader(session.sftp, remote.handle, size=size)
+        reader = PipelinedReader(session.sftp, remote.handle, size=rig.sizes[BIG_FILE])
         digest = hashlib.sha256()
         while chunk := reader.read(rig.args.read_mib * MiB):
             digest.update(chunk)
         remote.close()
         rig.notes["ours cipher"] = session.client.get_transport().remote_cipher
-    seconds = time.monotonic() - started
     if digest.hexdigest() != rig.digests[BIG_FILE]:
         raise RuntimeError("ours (read): SHA-256 mismatch")
-    return Sample(seconds)
+    return measured.sample
 
 
-def run_child(rig: Rig, relative_path: str) -> tuple[dict[str, Any], float]:
-    """Case 3 in a subprocess of this script; returns its JSON result and its peak RSS in MiB.
+def run_child(rig: Rig, relative_path: str) -> tuple[dict[str, Any], Sample]:
+    """Case 3 in a subprocess of this script: its JSON result, and a Sample with its own time and CPU.
 
-    The result also carries what ``wait4`` says (``wait4_maxrss_kib``), for comparison.
+    The result also carries what ``wait4`` says about the child's peak RSS (``wait4_maxrss_kib``).
     """
     spec = {**rig.spec, "relative_path": relative_path}
-    env = dict(os.environ)
     out_path, err_path = rig.scratch / "child.out", rig.scratch / "child.err"
-    with out_path.open("wb") as out, err_path.open("wb") as err:
-        proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
-                                stdout=out, stderr=err, env=env, start_new_session=True)
-    try:
-        deadline = time.monotonic() + rig.args.timeout
-        while True:
-            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
-            if pid:
-                proc.returncode = os.waitstatus_to_exitcode(status)
-                break
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"the land_file child did not finish in {rig.args.timeout:.0f} s")
-            time.sleep(0.05)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=10)
-        raise
+    with rig.measure() as measured:
+        with out_path.open("wb") as out, err_path.open("wb") as err:
+            proc = subprocess.Popen([sys.executable, str(Path(__file__).resolve()), "--child", json.dumps(spec)],
+                                    stdout=out, stderr=err, start_new_session=True)
+        try:
+            deadline = time.monotonic() + rig.args.timeout
+            while True:
+                pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+                if pid:
+                    proc.returncode = os.waitstatus_to_exitcode(status)
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"the land_file child did not finish in {rig.args.timeout:.0f} s")
+                time.sleep(0.05)
+        except BaseException:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(timeout=10)
+            raise
     output, errors = out_path.read_text(), err_path.read_text()
     if proc.returncode != 0:
         raise RuntimeError(f"land_file child exited with {proc.returncode}:\n{errors[-3000:]}")
@@ -320,28 +461,33 @@ def run_child(rig: Rig, relative_path: str) -> tuple[dict[str, Any], float]:
     if result["sha256"] != rig.digests[relative_path]:
         raise RuntimeError(f"ours (land_file {relative_path}): SHA-256 mismatch")
     result["wait4_maxrss_kib"] = usage.ru_maxrss
-    return result, result["peak_rss_kib"] / 1024
+    # Its own wall time and CPU from opening the session on (not the interpreter's start and imports).
+    sample = measured.sample
+    sample.seconds, sample.client_cpu = result["seconds"], result["cpu_seconds"]
+    sample.rss_mib = result["peak_rss_kib"] / 1024
+    return result, sample
 
 
 def case_ours_s3(rig: Rig, s3: Any) -> Sample:
-    result, rss = run_child(rig, BIG_FILE)
+    result, sample = run_child(rig, BIG_FILE)
     purge(s3, rig.bucket, result["key"])
-    return Sample(result["seconds"], rss)
+    return sample
 
 
 def case_rclone(rig: Rig, s3: Any) -> Sample:
     key = f"rclone/{BIG_FILE}"
     cmd = rclone_command(rig, "copyto", f"src:{rig.remote(BIG_FILE)}", f"dst:{rig.bucket}/{key}")
-    seconds, _ = run_command(cmd, timeout=rig.args.timeout, env=rclone_env(), what="rclone copyto")
+    with rig.measure() as measured:
+        run_command(cmd, timeout=rig.args.timeout, env=rclone_env(), what="rclone copyto")
     size = s3.head_object(Bucket=rig.bucket, Key=key)["ContentLength"]
     if size != rig.sizes[BIG_FILE]:
         raise RuntimeError(f"rclone landed {size} bytes, expected {rig.sizes[BIG_FILE]}")
     purge(s3, rig.bucket, key)
-    return Sample(seconds)
+    return measured.sample
 
 
 class PatternStream(io.RawIOBase):
-    """``size`` bytes cycling over one random 1 MiB block: S3 input that costs nothing to produce."""
+    """``size`` bytes cycling over one random 1 MiB block: S3 input that costs next to nothing."""
 
     def __init__(self, size: int) -> None:
         self._block = os.urandom(MiB) * 2
@@ -351,7 +497,7 @@ class PatternStream(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def read(self, n: int = -1) -> bytes:
+    def read(self, n: int | None = -1) -> bytes:
         want = self._size - self._offset if n is None or n < 0 else min(n, self._size - self._offset)
         pieces = []
         while want > 0:
@@ -368,11 +514,10 @@ def case_moto(rig: Rig, s3: Any) -> Sample:
 
     key = f"moto-alone/{BIG_FILE}"
     config = transfer_config(multipart_threshold=rig.args.multipart_threshold_mib * MiB)
-    started = time.monotonic()
-    s3.upload_fileobj(PatternStream(rig.sizes[BIG_FILE]), rig.bucket, key, Config=config)
-    seconds = time.monotonic() - started
+    with rig.measure() as measured:
+        s3.upload_fileobj(PatternStream(rig.sizes[BIG_FILE]), rig.bucket, key, Config=config)
     purge(s3, rig.bucket, key)
-    return Sample(seconds)
+    return measured.sample
 
 
 def case_small_openssh(rig: Rig, run: int) -> Sample:
@@ -380,39 +525,36 @@ def case_small_openssh(rig: Rig, run: int) -> Sample:
     dest.mkdir()
     try:
         cmd = sftp_command(rig, f"get -r {rig.remote(SMALL_DIR)} {dest}\n")
-        seconds, _ = run_command(cmd, timeout=rig.args.timeout, what="sftp get -r")
+        with rig.measure() as measured:
+            run_command(cmd, timeout=rig.args.timeout, what="sftp get -r")
         got = sum(1 for p in dest.rglob("*") if p.is_file())
         if got != rig.args.small_files:
             raise RuntimeError(f"sftp get -r fetched {got} files, expected {rig.args.small_files}")
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    return Sample(seconds)
+    return measured.sample
 
 
 def case_small_ours(rig: Rig, s3: Any) -> Sample:
     from partner_ingest.transfer import land_file
 
-    started = time.monotonic()
     count = 0
-    with open_partner_session(rig.spec) as session:
-        names = sorted(a.filename for a in session.sftp.listdir_attr(rig.remote(SMALL_DIR)))
-        for name in names:
-            land_file(session, s3, bucket=rig.bucket, relative_path=f"{SMALL_DIR}/{name}",
+    with rig.measure() as measured, land_target(rig.spec) as (target, session):
+        for name in sorted(a.filename for a in session().sftp.listdir_attr(rig.remote(SMALL_DIR))):
+            land_file(target, s3, bucket=rig.bucket, relative_path=f"{SMALL_DIR}/{name}",
                       multipart_threshold=rig.args.multipart_threshold_mib * MiB, skip_if_landed=False)
             count += 1
-    seconds = time.monotonic() - started
     if count != rig.args.small_files:
         raise RuntimeError(f"ours landed {count} small files, expected {rig.args.small_files}")
-    purge(s3, rig.bucket, f"bench/{SMALL_DIR}/")
-    return Sample(seconds)
+    purge(s3, rig.bucket, f"{LANDING_PREFIX}/{SMALL_DIR}/")
+    return measured.sample
 
 
 def case_small_ours_sftp(rig: Rig) -> Sample:
     """What land_file does on the SFTP side per file (stat, open, pipelined read, fstat, close)."""
     from partner_ingest.sftp.reader import PipelinedReader
 
-    started = time.monotonic()
-    with open_partner_session(rig.spec) as session:
+    with rig.measure() as measured, open_partner_session(rig.spec) as session:
         directory = rig.remote(SMALL_DIR)
         for name in sorted(a.filename for a in session.sftp.listdir_attr(directory)):
             path = f"{directory}/{name}"
@@ -422,41 +564,42 @@ def case_small_ours_sftp(rig: Rig) -> Sample:
             hashlib.sha256(reader.read(-1)).hexdigest()
             remote.stat()
             remote.close()
-    return Sample(time.monotonic() - started)
+    return measured.sample
 
 
 def case_small_moto(rig: Rig, s3: Any) -> Sample:
     """What land_file does on the S3 side per small file: PutObject, HeadObject, PutObjectTagging."""
     body = os.urandom(rig.args.small_kib * KiB)
     prefix = "moto-small/"
-    started = time.monotonic()
-    for index in range(rig.args.small_files):
-        key = f"{prefix}f{index:05d}.bin"
-        s3.put_object(Bucket=rig.bucket, Key=key, Body=body, Metadata={"source-size": str(len(body))})
-        s3.head_object(Bucket=rig.bucket, Key=key)
-        s3.put_object_tagging(Bucket=rig.bucket, Key=key,
-                              Tagging={"TagSet": [{"Key": "sha256", "Value": hashlib.sha256(body).hexdigest()}]})
-    seconds = time.monotonic() - started
+    with rig.measure() as measured:
+        for index in range(rig.args.small_files):
+            key = f"{prefix}f{index:05d}.bin"
+            s3.put_object(Bucket=rig.bucket, Key=key, Body=body, Metadata={"source-size": str(len(body))})
+            s3.head_object(Bucket=rig.bucket, Key=key)
+            s3.put_object_tagging(Bucket=rig.bucket, Key=key, Tagging={
+                "TagSet": [{"Key": "sha256", "Value": hashlib.sha256(body).hexdigest()}]})
     purge(s3, rig.bucket, prefix)
-    return Sample(seconds)
+    return measured.sample
 
 
 def case_small_rclone(rig: Rig, s3: Any, run: int) -> Sample:
     prefix = f"rclone-small-{run}"
     cmd = rclone_command(rig, "copy", f"src:{rig.remote(SMALL_DIR)}", f"dst:{rig.bucket}/{prefix}")
-    seconds, _ = run_command(cmd, timeout=rig.args.timeout, env=rclone_env(), what="rclone copy")
+    with rig.measure() as measured:
+        run_command(cmd, timeout=rig.args.timeout, env=rclone_env(), what="rclone copy")
     count = s3.list_objects_v2(Bucket=rig.bucket, Prefix=f"{prefix}/").get("KeyCount", 0)
     if count != rig.args.small_files:
         raise RuntimeError(f"rclone copied {count} small files, expected {rig.args.small_files}")
     purge(s3, rig.bucket, f"{prefix}/")
-    return Sample(seconds)
+    return measured.sample
 
 
-# ---- set-up, the run, the report ----------------------------------------------------------------
+# --------------------------------------------------------------------------------------------------
+# set-up, the runs, the report
 
 
-def prepare(rig_args: argparse.Namespace, sshd: Any, moto: Any, scratch: Path) -> Rig:
-    from partner_ingest_tests.harness.sshd import make_tree_dir
+def prepare(args: argparse.Namespace, sshd: Any, moto: Any, scratch: Path) -> Rig:
+    from partner_ingest_tests.harness.sshd import KEY_USER, make_tree_dir
 
     tree = make_tree_dir(sshd, "bench")
     key_file = scratch / "client_ed25519"
@@ -466,34 +609,28 @@ def prepare(rig_args: argparse.Namespace, sshd: Any, moto: Any, scratch: Path) -
     # All of the server's host keys, pinned: rclone 1.60 (Go's ssh) does not ask for the key type it
     # knows and fails with "knownhosts: key mismatch" when the server offers another of its keys.
     known_hosts.write_text("".join(f"[127.0.0.1]:{sshd.port} {line}\n" for line in sshd.host_key_lines.values()))
-    bucket = f"bench-{secrets.token_hex(6)}"
     rclone_config = scratch / "rclone.conf.template"
-    from partner_ingest_tests.harness.sshd import KEY_USER
-
     rclone_config.write_text("\n".join([
         "[src]", "type = sftp", "host = 127.0.0.1", f"port = {sshd.port}", f"user = {KEY_USER}",
         f"key_file = {key_file}", f"known_hosts_file = {known_hosts}",
-        *([f"shell_type = {rig_args.rclone_shell_type}"] if rig_args.rclone_shell_type else []),
+        *([f"shell_type = {args.rclone_shell_type}"] if args.rclone_shell_type else []),
         "", "[dst]", "type = s3", "provider = Other", f"endpoint = {moto.endpoint_url}",
         "access_key_id = testing", "secret_access_key = testing", "region = us-east-1", "",
     ]))
-    rig = Rig(args=rig_args, sshd=sshd, moto=moto, scratch=scratch, tree=tree, bucket=bucket, key_file=key_file,
-              known_hosts=known_hosts, rclone_config=rclone_config)
-
-    size = rig_args.size_mib * MiB
+    rig = Rig(args=args, sshd=sshd, moto=moto, scratch=scratch, tree=tree, bucket=f"bench-{secrets.token_hex(6)}",
+              key_file=key_file, known_hosts=known_hosts, rclone_config=rclone_config,
+              sshd_cpu=SshdCpu(sshd.proc.pid))
+    rig.sshd_cpu.start()
+    size = args.size_mib * MiB
     for name, file_size in ((BIG_FILE, size), (QUARTER_FILE, size // 4), (TINY_FILE, 10 * KiB)):
         rig.digests[name] = write_random(tree / name, file_size)
         rig.sizes[name] = file_size
     small = tree / SMALL_DIR
-    small.mkdir(mode=0o755)
+    small.mkdir()
     small.chmod(0o755)
-    for index in range(rig_args.small_files):
-        write_random(small / f"f{index:05d}.bin", rig_args.small_kib * KiB)
+    for index in range(args.small_files):
+        write_random(small / f"f{index:05d}.bin", args.small_kib * KiB)
     return rig
-
-
-def median_of(samples: list[Sample]) -> float:
-    return statistics.median(s.seconds for s in samples)
 
 
 def versions() -> str:
@@ -508,8 +645,12 @@ def versions() -> str:
             f"moto {moto.__version__}, {ssh_v}, {rclone_v}, {os.cpu_count()} CPUs")
 
 
+def median(samples: list[Sample], attribute: str) -> float:
+    return statistics.median(getattr(s, attribute) for s in samples)
+
+
 def report(rig: Rig, big: dict[str, list[Sample]], small: dict[str, list[Sample]],
-           rss_rows: list[tuple[str, int, dict[str, Any], float]]) -> None:
+           rss_rows: list[tuple[str, int, dict[str, Any]]]) -> None:
     args = rig.args
     size_mib = rig.sizes[BIG_FILE] / MiB
     print()
@@ -517,61 +658,72 @@ def report(rig: Rig, big: dict[str, list[Sample]], small: dict[str, list[Sample]
           f"median of {args.repeat} run(s), loopback 127.0.0.1")
     print(versions())
     print(f"load average (1 min): {rig.notes.get('load at start', '?')} at start, {os.getloadavg()[0]:.2f} at end "
-          "(anything else running on these CPUs skews the numbers)")
+          "(other work on these CPUs lowers MiB/s; CPU ms/MiB moves much less)")
     print(f"ciphers: OpenSSH {rig.notes.get('openssh cipher', '?')}, ours {rig.notes.get('ours cipher', '?')}; "
-          f"ours: {args.read_mib} MiB reads (case 2), boto3 8 MiB parts x 4 threads, "
+          f"ours: {args.read_mib} MiB reads in case 2, boto3 8 MiB parts x 4 threads, "
           f"multipart above {args.multipart_threshold_mib} MiB")
     print()
     if big:
-        reference = size_mib / median_of(big[OPENSSH]) if OPENSSH in big else None
-        print(f"{'case':<34} {'MiB/s':>8} {'x OpenSSH':>10} {'peak RSS':>9}   runs (MiB/s)")
+        reference = size_mib / median(big[OPENSSH], "seconds") if OPENSSH in big else None
+        print(f"{'':<34} {'':>8} {'':>10} {'CPU ms/MiB':^22}")
+        print(f"{'case':<34} {'MiB/s':>8} {'x OpenSSH':>10} {'client':>7} {'sshd':>6} {'moto':>7} "
+              f"{'peak RSS':>9}   runs (MiB/s)")
         for label, samples in big.items():
-            speed = size_mib / median_of(samples)
+            speed = size_mib / median(samples, "seconds")
             ratio = f"{speed / reference:.2f}" if reference else "-"
+            cpu = [median(samples, a) / size_mib * 1000 for a in ("client_cpu", "sshd_cpu", "moto_cpu")]
             peaks = [s.rss_mib for s in samples if s.rss_mib is not None]
             rss = f"{max(peaks):.0f} MiB" if peaks else ""
             runs = ", ".join(f"{size_mib / s.seconds:.1f}" for s in samples)
-            print(f"{label:<34} {speed:>8.1f} {ratio:>10} {rss:>9}   {runs}")
+            print(f"{label:<34} {speed:>8.1f} {ratio:>10} {cpu[0]:>7.1f} {cpu[1]:>6.1f} {cpu[2]:>7.1f} "
+                  f"{rss:>9}   {runs}")
+        print("client CPU: sftp+ssh / rclone / our process (case 3: the child from opening the session on); "
+              "sshd: its session processes")
         print()
     if rss_rows:
         print("peak RSS of ours: land_file SFTP -> S3 in a child process (peak = its VmHWM; RSS before = VmRSS "
               "after imports and the boto3 client, before connecting)")
         print(f"{'file size':>12} {'peak RSS':>10} {'RSS before':>11} {'growth':>8} {'land s':>8} {'MiB/s':>8}"
               f" {'wait4 ru_maxrss*':>17}")
-        for label, file_size, result, rss in rss_rows:
-            before = result["rss_before_kib"] / 1024
-            print(f"{label:>12} {rss:>6.0f} MiB {before:>7.0f} MiB {rss - before:>4.0f} MiB "
+        for label, file_size, result in rss_rows:
+            peak, before = result["peak_rss_kib"] / 1024, result["rss_before_kib"] / 1024
+            print(f"{label:>12} {peak:>6.0f} MiB {before:>7.0f} MiB {peak - before:>4.0f} MiB "
                   f"{result['land_seconds']:>8.2f} {file_size / MiB / result['land_seconds']:>8.1f} "
                   f"{result['wait4_maxrss_kib'] / 1024:>13.0f} MiB")
-        print(f"* wait4/RUSAGE_CHILDREN ru_maxrss is inflated on Linux: it keeps the RSS of the image before "
-              f"execve, i.e. this\n  benchmark's own RSS when it spawned the child "
+        print("* wait4/RUSAGE_CHILDREN ru_maxrss is inflated on Linux: it keeps the RSS of the image before "
+              "execve, i.e. this\n  benchmark's own RSS when it spawned the child "
               f"(now {proc_status_kib('VmRSS') / 1024:.0f} MiB); VmHWM is the child's own peak.")
         print()
     if small:
-        reference_s = median_of(small[SMALL_OPENSSH]) if SMALL_OPENSSH in small else None
+        reference_s = median(small[SMALL_OPENSSH], "seconds") if SMALL_OPENSSH in small else None
         print(f"small files: {args.small_files} x {args.small_kib} KiB "
               "(x OpenSSH = OpenSSH seconds / these seconds; higher is faster)")
-        print(f"{'case':<34} {'seconds':>8} {'files/s':>8} {'x OpenSSH':>10}   runs (s)")
+        print(f"{'':<34} {'':>8} {'':>8} {'':>10} {'CPU seconds':^22}")
+        print(f"{'case':<34} {'seconds':>8} {'files/s':>8} {'x OpenSSH':>10} {'client':>7} {'sshd':>6} {'moto':>7}"
+              "   runs (s)")
         for label, samples in small.items():
-            seconds = median_of(samples)
+            seconds = median(samples, "seconds")
             ratio = f"{reference_s / seconds:.2f}" if reference_s else "-"
+            cpu = [median(samples, a) for a in ("client_cpu", "sshd_cpu", "moto_cpu")]
             runs = ", ".join(f"{s.seconds:.2f}" for s in samples)
-            print(f"{label:<34} {seconds:>8.2f} {args.small_files / seconds:>8.0f} {ratio:>10}   {runs}")
+            print(f"{label:<34} {seconds:>8.2f} {args.small_files / seconds:>8.0f} {ratio:>10} "
+                  f"{cpu[0]:>7.2f} {cpu[1]:>6.2f} {cpu[2]:>7.2f}   {runs}")
         print()
 
 
-def timed(label: str, fn: Callable[[], Sample], into: dict[str, list[Sample]]) -> None:
-    sample = fn()
+def timed(label: str, case: Callable[[], Sample], into: dict[str, list[Sample]]) -> None:
+    sample = case()
     into.setdefault(label, []).append(sample)
-    print(f"  {label:<34} {sample.seconds:8.2f} s" + (f"  peak RSS {sample.rss_mib:.0f} MiB" if sample.rss_mib
-                                                        else ""), file=sys.stderr, flush=True)
+    rss = f"  peak RSS {sample.rss_mib:.0f} MiB" if sample.rss_mib else ""
+    print(f"  {label:<34} {sample.seconds:8.2f} s  cpu client {sample.client_cpu:5.2f} s, "
+          f"sshd {sample.sshd_cpu:5.2f} s, moto {sample.moto_cpu:5.2f} s{rss}", file=sys.stderr, flush=True)
 
 
 def benchmark(args: argparse.Namespace) -> None:
     from partner_ingest_tests.harness.moto_server import start_moto
     from partner_ingest_tests.harness.sshd import start_sshd
 
-    sshd = moto = None
+    sshd = moto = rig = None
     scratch = Path(tempfile.mkdtemp(prefix="pi-bench-"))
     try:
         print("starting sshd and moto ...", file=sys.stderr, flush=True)
@@ -589,20 +741,19 @@ def benchmark(args: argparse.Namespace) -> None:
         # Versioned like the real landing bucket. (Unversioned, moto answers a completed multipart
         # upload with "x-amz-version-id: null" and then rejects HEAD ?versionId=null, which fails rclone.)
         s3.put_bucket_versioning(Bucket=rig.bucket, VersioningConfiguration={"Status": "Enabled"})
-        cases = set(args.cases)
 
         big: dict[str, list[Sample]] = {}
         small: dict[str, list[Sample]] = {}
         for run in range(args.repeat):
             print(f"run {run + 1}/{args.repeat}", file=sys.stderr, flush=True)
-            if "big" in cases:
+            if "big" in args.cases:
                 timed(OPENSSH, lambda run=run: case_openssh(rig, first=run == 0), big)
                 timed(OURS_READ, lambda: case_ours_read(rig), big)
                 timed(OURS_S3, lambda: case_ours_s3(rig, s3), big)
                 if not args.skip_rclone:
                     timed(RCLONE, lambda: case_rclone(rig, s3), big)
                 timed(MOTO, lambda: case_moto(rig, s3), big)
-            if "small" in cases and args.small_files:
+            if "small" in args.cases and args.small_files:
                 timed(SMALL_OPENSSH, lambda run=run: case_small_openssh(rig, run), small)
                 timed(SMALL_OURS, lambda: case_small_ours(rig, s3), small)
                 if not args.skip_rclone:
@@ -610,19 +761,18 @@ def benchmark(args: argparse.Namespace) -> None:
                 timed(SMALL_OURS_SFTP, lambda: case_small_ours_sftp(rig), small)
                 timed(SMALL_MOTO, lambda: case_small_moto(rig, s3), small)
 
-        rss_rows: list[tuple[str, int, dict[str, Any], float]] = []
-        if "big" in cases:
-            print("peak RSS at 10 KiB and 1/4 size ...", file=sys.stderr, flush=True)
-            for name in (TINY_FILE, QUARTER_FILE):
-                result, rss = run_child(rig, name)
+        rss_rows: list[tuple[str, int, dict[str, Any]]] = []
+        if "big" in args.cases:
+            print("peak RSS at 10 KiB, 1/4 size and full size ...", file=sys.stderr, flush=True)
+            for name in (TINY_FILE, QUARTER_FILE, BIG_FILE):
+                result, _ = run_child(rig, name)
                 purge(s3, rig.bucket, result["key"])
                 label = "10 KiB" if name == TINY_FILE else f"{rig.sizes[name] / MiB:.0f} MiB"
-                rss_rows.append((label, rig.sizes[name], result, rss))
-            result, rss = run_child(rig, BIG_FILE)  # one more full-size run for its own row
-            purge(s3, rig.bucket, result["key"])
-            rss_rows.append((f"{rig.sizes[BIG_FILE] / MiB:.0f} MiB", rig.sizes[BIG_FILE], result, rss))
+                rss_rows.append((label, rig.sizes[name], result))
         report(rig, big, small, rss_rows)
     finally:
+        if rig is not None:
+            rig.sshd_cpu.stop()
         for server in (moto, sshd):
             if server is not None:
                 with contextlib.suppress(Exception):
@@ -634,8 +784,8 @@ def benchmark(args: argparse.Namespace) -> None:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        description="Throughput of our SFTP -> S3 transfer core vs OpenSSH sftp and rclone over loopback, "
-                    "plus its peak RSS. Needs root (starts a real sshd). Prints a table at the end.")
+        description="Throughput, CPU and peak RSS of our SFTP -> S3 transfer core vs OpenSSH sftp and rclone "
+                    "over loopback. Needs root (it starts a real sshd). Prints tables at the end.")
     parser.add_argument("--size-mib", type=int, default=1024, help="size of the large file (default 1024)")
     parser.add_argument("--small-files", type=int, default=1000, help="number of small files (default 1000, 0 = skip)")
     parser.add_argument("--small-kib", type=int, default=10, help="size of each small file in KiB (default 10)")
@@ -653,8 +803,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="seconds any one transfer may take before it is killed (default 900)")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
-    if args.size_mib < 1 or args.repeat < 1 or args.small_files < 0 or args.small_kib < 1 or args.read_mib < 1:
-        parser.error("sizes and --repeat must be positive")
+    if min(args.size_mib, args.repeat, args.small_kib, args.read_mib, args.multipart_threshold_mib) < 1 \
+            or args.small_files < 0 or args.timeout <= 0:
+        parser.error("sizes, --repeat and --timeout must be positive")
     return args
 
 
@@ -688,7 +839,7 @@ def main(argv: list[str] | None = None) -> int:
         with sigterm_as_interrupt():
             benchmark(args)
     except KeyboardInterrupt:
-        print("interrupted; servers stopped", file=sys.stderr)
+        print("interrupted; sshd and moto stopped", file=sys.stderr)
         return 130
     return 0
 
