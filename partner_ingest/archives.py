@@ -22,6 +22,7 @@ from typing import Any, BinaryIO
 
 from partner_ingest.config import ArchiveLimits
 from partner_ingest.errors import ArchiveRejectedError, LandingError
+from partner_ingest.landing.keys import ascii_header_value
 from partner_ingest.landing.s3_reader import S3SeekableReader
 from partner_ingest.landing.upload import transfer_config
 
@@ -177,10 +178,10 @@ def _expand(s3: Any, bucket: str, key: str, version_id: str | None, prefix: str,
             try:
                 with archive.open(info) as source:
                     hashing = _Hashing(source)
+                    metadata = {"partner": partner, "source-archive": ascii_header_value(key),
+                                "source-entry": ascii_header_value(info.filename)}
                     s3.upload_fileobj(hashing, bucket, target, Config=transfer_config(),
-                                      ExtraArgs={"Metadata": {"source-archive": key[-1000:].encode(
-                                          "ascii", "backslashreplace").decode(), "source-entry-size": str(
-                                          info.file_size)}})
+                                      ExtraArgs={"Metadata": metadata})
             except (zipfile.BadZipFile, NotImplementedError, EOFError, zipfile.LargeZipFile) as exc:
                 raise reject(f"it is corrupt or unreadable ({exc})", info.filename) from None
             except (OSError, RuntimeError) as exc:

@@ -8,7 +8,6 @@ import hashlib
 import os
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -111,7 +110,7 @@ def test_file_that_vanishes_while_read_is_not_landed(make_partner, s3, sftp_prox
     _write(rig, "gone.bin", 24 * MiB)
     # Stall the link after 2 MiB; while it hangs, the partner deletes the file; the resume finds it gone.
     sftp_proxy.add(Fault(stall_after=2 * MiB))
-    threading.Timer(1.0, path.unlink).start()
+    sftp_proxy.on_fault = path.unlink
     result, _, _ = land(rig.partner, rig.landing.bucket, ["gone.bin"], resources=_resources())
     assert not result.success
     assert "vanished while it was read" in _failure_text(result)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import random
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -57,7 +58,7 @@ def _report_csv(path: Path) -> None:
 
 
 def _notes_txt(path: Path) -> None:
-    path.write_text("Not ingested: the demo partner's include globs only take *.csv and *.bin files.\n",
+    path.write_text("Not ingested: the demo partner's include globs only take *.csv, *.bin and *.zip files.\n",
                     encoding="utf-8")
 
 
@@ -66,6 +67,16 @@ def _large_binary(path: Path) -> None:
     with path.open("wb") as out:
         for _ in range(LARGE_FILE_SIZE // MiB):
             out.write(rng.randbytes(MiB))
+
+
+def _archive_zip(path: Path) -> None:
+    """A small zip of CSVs, so the demo shows archive expansion (``partners/demo/archive_contents``)."""
+    with zipfile.ZipFile(path, "w", compression=zipfile.ZIP_DEFLATED) as archive:
+        for n in (1, 2):
+            inner = path.with_name(f".inner-{n}.csv")
+            _orders_csv(f"archived-{n:04d}", 40, date(2026, 10, 1))(inner)
+            archive.write(inner, f"october/orders-{n:04d}.csv")
+            inner.unlink()
 
 
 def sample_files() -> list[SampleFile]:
@@ -83,6 +94,7 @@ def sample_files() -> list[SampleFile]:
     files += [
         SampleFile(f"{INBOUND_DIR}/reports/Q3 résumé, final.csv", _report_csv),
         SampleFile(f"{INBOUND_DIR}/bulk/transactions-2026-12.bin", _large_binary),
+        SampleFile(f"{INBOUND_DIR}/archive/october-orders.zip", _archive_zip),
         SampleFile(f"{INBOUND_DIR}/README.txt", _notes_txt),
     ]
     return files

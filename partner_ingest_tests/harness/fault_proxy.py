@@ -16,6 +16,7 @@ import socket
 import struct
 import threading
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 
@@ -34,6 +35,7 @@ class FaultProxy:
     connections: int = 0
     bytes_to_client: int = 0
     faults_fired: int = 0
+    on_fault: Callable[[], None] | None = None   # runs when a fault fires, e.g. to change the file meanwhile
 
     def __post_init__(self) -> None:
         self._listener = socket.socket()
@@ -138,6 +140,8 @@ class FaultProxy:
     def _fired(self) -> None:
         with self._lock:
             self.faults_fired += 1
+        if self.on_fault is not None:
+            self.on_fault()
 
     def close(self) -> None:
         self._stop.set()
