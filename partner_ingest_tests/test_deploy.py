@@ -173,6 +173,12 @@ def test_checkov_is_clean_and_every_skip_has_a_reason(rendered_partners: Path):
         assert len(reason.strip()) > 20, f"{check['check_id']} skipped without a reason"
 
 
+@pytest.mark.parametrize("path", STATIC_TEMPLATES, ids=lambda p: p.name)
+def test_templates_deploy_without_an_s3_staging_bucket(path: Path):
+    # `aws cloudformation deploy` sends templates up to 51,200 bytes inline; larger ones need --s3-bucket.
+    assert path.stat().st_size < 51_200
+
+
 # ---------------------------------------------------------------- landing bucket
 
 def test_landing_bucket_is_versioned_encrypted_private_logged_and_aborts_multipart(foundation):
