@@ -270,10 +270,10 @@ class Measure:
         self._rig = rig
         self.sample = Sample(0.0)
 
-    def _snapshot(self) -> tuple[float, float, float, float, float]:
+    def _snapshot(self) -> tuple[float, float, float, float]:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return (time.monotonic(), process_cpu() + children.ru_utime + children.ru_stime,
-                self._rig.sshd_cpu.total(), _proc_cpu(self._rig.moto.proc.pid) or 0.0, 0.0)
+                self._rig.sshd_cpu.total(), _proc_cpu(self._rig.moto.proc.pid) or 0.0)
 
     def __enter__(self) -> Measure:
         self._start = self._snapshot()
