@@ -8,6 +8,8 @@ stream, so it is written as an object tag once the upload completed and read bac
 
 from __future__ import annotations
 
+import base64
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, BinaryIO
 
@@ -64,23 +66,52 @@ def landing_error(exc: BaseException, *, partner: str, path: str, bucket: str, k
                         action="the file was not landed; the run can be retried once S3 is reachable")
 
 
-def upload_stream(s3: Any, source: BinaryIO, *, bucket: str, key: str, metadata: dict[str, str],
-                  config: TransferConfig, sha256_of_source: "callable") -> LandedObject:
-    """Upload ``source`` (read to its end), tag it with its SHA-256 and confirm size and tag.
+class _Prefixed:
+    """``head`` (already read) followed by the rest of ``source``, as one file object."""
 
+    def __init__(self, head: bytes, source: BinaryIO) -> None:
+        self._head = memoryview(head)
+        self._source = source
+
+    def read(self, n: int = -1) -> bytes:
+        if self._head:
+            take = len(self._head) if n is None or n < 0 else min(n, len(self._head))
+            piece, self._head = bytes(self._head[:take]), self._head[take:]
+            if n is not None and 0 <= n == take:
+                return piece
+            rest = self._source.read(-1 if n is None or n < 0 else n - take)
+            return piece + rest
+        return self._source.read(n)
+
+
+def upload_stream(s3: Any, source: BinaryIO, *, bucket: str, key: str, metadata: dict[str, str],
+                  config: TransferConfig, sha256_of_source: Callable[[], tuple[int, str]]) -> LandedObject:
+    """Upload ``source`` (read to its end) with its SHA-256 as a tag, and confirm what S3 holds.
+
+    Below the multipart threshold the file is in memory anyway (boto3 would read it whole too): one
+    ``PutObject`` carries the tag and ``ChecksumSHA256``, which S3 verifies on arrival — one request
+    instead of three, which is what small files are made of. Above it, boto3's transfer manager
+    uploads the parts; the tag follows once the digest is known, then a ``HEAD`` confirms the size.
     ``sha256_of_source`` is called after the stream is consumed and returns ``(size, hexdigest)``.
     Exceptions from the source or S3 propagate unchanged; callers translate them.
     """
-    s3.upload_fileobj(source, bucket, key, ExtraArgs={"Metadata": metadata}, Config=config)
+    head = source.read(config.multipart_threshold)
+    if len(head) < config.multipart_threshold:
+        size, digest = sha256_of_source()
+        response = s3.put_object(
+            Bucket=bucket, Key=key, Body=head, Metadata=metadata, Tagging=f"{SHA256_TAG}={digest}",
+            ChecksumSHA256=base64.b64encode(bytes.fromhex(digest)).decode())
+        return LandedObject(bucket=bucket, key=key, version_id=response.get("VersionId"), size=size, sha256=digest)
+    s3.upload_fileobj(_Prefixed(head, source), bucket, key, ExtraArgs={"Metadata": metadata}, Config=config)
     size, digest = sha256_of_source()
-    head = s3.head_object(Bucket=bucket, Key=key)
-    version_id = head.get("VersionId")
+    head_response = s3.head_object(Bucket=bucket, Key=key)
+    version_id = head_response.get("VersionId")
     tag_args = {"Bucket": bucket, "Key": key, "Tagging": {"TagSet": [{"Key": SHA256_TAG, "Value": digest}]}}
     if version_id:
         tag_args["VersionId"] = version_id
     s3.put_object_tagging(**tag_args)
-    if head["ContentLength"] != size:
-        raise LandingError(f"s3://{bucket}/{key} holds {head['ContentLength']} bytes, {size} were sent",
+    if head_response["ContentLength"] != size:
+        raise LandingError(f"s3://{bucket}/{key} holds {head_response['ContentLength']} bytes, {size} were sent",
                            action="re-run the file; if it repeats, check for another writer on this key")
     return LandedObject(bucket=bucket, key=key, version_id=version_id, size=size, sha256=digest)
 
