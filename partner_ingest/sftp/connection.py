@@ -21,6 +21,7 @@ from partner_ingest.errors import (
     HostKeyError,
     RemotePathError,
 )
+from partner_ingest.sftp import channel_buffer
 from partner_ingest.sftp.credentials import SftpCredentials
 
 # aes-gcm is ~20% faster than paramiko's default aes128-ctr; the rest keep paramiko's order.
@@ -205,5 +206,7 @@ def open_session(partner: PartnerConfig, credentials: SftpCredentials,
         client.close()
         raise ConnectionFailedError(f"{where} refused the SFTP channel", partner=partner.name,
                                     action="ask the partner to enable SFTP for this user")
-    sftp.get_channel().settimeout(settings.channel_timeout)
+    channel = sftp.get_channel()
+    channel.settimeout(settings.channel_timeout)
+    channel_buffer.install(channel)
     return SftpSession(partner, client, sftp)
