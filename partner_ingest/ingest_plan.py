@@ -11,8 +11,13 @@ Rules:
   ``2 * max_partitions_per_tick`` are kept, so the cursor does not grow with the tree.
   ``done_marker``: ``x<suffix>`` exists next to ``x``.
 * Batching: Dagster runs many partitions only as a contiguous range in insertion order. New keys are
-  added sorted in one request, so they form ranges of their own; keys that already exist (changed or
-  failed files) form ranges only where their positions are consecutive. Every range is capped by
+  added sorted in one request, so they form ranges of their own. Keys that already exist (changed or
+  failed files) are ranged where at least ``MIN_RANGE_OF_EXISTING`` of them are consecutive (a failed
+  run's range, a rewritten folder); up to ``MAX_SCATTERED_RUNS`` short groups run as they are; beyond
+  that, scattered ones would each need a run of their own, so they are
+  deleted from the partition set instead (their materialization history stays) and come back on the
+  next tick as new keys, sorted and contiguous. Dagster refuses adding and deleting one key in the
+  same tick, hence the extra tick of latency for scattered changes. Every range is capped by
   ``max_files_per_run`` and ``max_bytes_per_run``; one tick requests at most
   ``max_partitions_per_tick`` files and leaves the rest for the next tick.
 * With ``after_landing`` delete or move, a file still on the server although landed at its version
@@ -36,6 +41,11 @@ from partner_ingest.partition_keys import encode_partition_key
 from partner_ingest.sftp.walk import Listing, RemoteEntry
 
 _FP = struct.Struct(">8sI")
+# Existing partitions needing a run (changed or failed files) are ranged directly only in consecutive
+# runs at least this long; scattered ones are deleted and re-added sorted on the next tick.
+MIN_RANGE_OF_EXISTING = 20
+# Up to this many short groups are simply run as they are (one changed file needs no extra tick).
+MAX_SCATTERED_RUNS = 2
 
 
 def version_token(size: int, mtime: int) -> str:
@@ -82,6 +92,7 @@ class Plan:
     new_keys: list[str]
     runs: list[RunBatch]
     cursor: SensorCursor
+    regroup_keys: list[str] = field(default_factory=list)
     candidates: int = 0
     waiting_for_stability: int = 0
     in_progress: int = 0
@@ -129,15 +140,26 @@ def plan_ingestion(
 
     new_keys: list[str] = []
     runs: list[RunBatch] = []
+    regroup: list[str] = []
     if taken:
         order = {key: i for i, key in enumerate(existing_keys())}
         new = [c for c in taken if c.key not in order]
         old = sorted((c for c in taken if c.key in order), key=lambda c: order[c.key])
         new_keys = [c.key for c in new]
         runs.extend(_cut(partner, new, failed_attempts))
+        short = []
         for group in _consecutive(old, order):
-            runs.extend(_cut(partner, group, failed_attempts))
+            if len(group) >= min(MIN_RANGE_OF_EXISTING, limits.max_files_per_run):
+                runs.extend(_cut(partner, group, failed_attempts))
+            else:
+                short.append(group)
+        if len(short) <= MAX_SCATTERED_RUNS:
+            for group in short:
+                runs.extend(_cut(partner, group, failed_attempts))
+        else:
+            regroup = [c.key for group in short for c in group]
     return Plan(new_keys=new_keys, runs=runs, cursor=SensorCursor(first_seen, cursor.problems_digest),
+                regroup_keys=regroup,
                 candidates=len(candidates) + len(busy), waiting_for_stability=waiting, in_progress=len(busy),
                 deferred=max(deferred, 0))
 

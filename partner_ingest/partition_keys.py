@@ -8,18 +8,20 @@ that touches another dot encoded too, so ``...`` can never appear. Decoding is p
 
 from __future__ import annotations
 
+import re
 from urllib.parse import quote, unquote
 
 _SAFE = "/-_."
 
 
+_DOT_RUNS = re.compile(r"\.{2,}")
+
+
 def encode_partition_key(relative_path: str) -> str:
     quoted = quote(relative_path, safe=_SAFE, encoding="utf-8", errors="strict")
-    out = []
-    for i, char in enumerate(quoted):
-        near_dot = (i > 0 and quoted[i - 1] == ".") or (i + 1 < len(quoted) and quoted[i + 1] == ".")
-        out.append("%2E" if char == "." and near_dot else char)
-    return "".join(out)
+    if ".." not in quoted:  # the common case, taken 100,000 times per tick on a busy partner
+        return quoted
+    return _DOT_RUNS.sub(lambda m: "%2E" * len(m.group()), quoted)
 
 
 def decode_partition_key(key: str) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DagsterInstance, build_sensor_context, materialize
+from dagster import AssetKey, DeleteDynamicPartitionsRequest, DagsterInstance, build_sensor_context, materialize
 
 from partner_ingest.config import IngestConfig
 from partner_ingest.defs.code_location import build_definitions
@@ -25,13 +25,17 @@ class SensorDriver:
         self.sensor = self.defs.resolve_sensor_def(sensor_name(self.partner))
         self.asset = self.defs.resolve_assets_def(AssetKey(["partners", self.partner.name, "files"]))
 
-    def tick(self, *, advance_cursor: bool = True):
+    def tick(self, *, advance_cursor: bool = True, apply_partitions: bool = True):
         with build_sensor_context(instance=self.instance, instance_ref=self.instance.get_ref(),
                                   definitions=self.defs, cursor=self.cursor,
                                   resources=default_resources()) as context:
             data = self.sensor.evaluate_tick(context)
-        for request in data.dynamic_partitions_requests or []:
-            self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
+        for request in (data.dynamic_partitions_requests or []) if apply_partitions else []:
+            if isinstance(request, DeleteDynamicPartitionsRequest):
+                for key in request.partition_keys:
+                    self.instance.delete_dynamic_partition(request.partitions_def_name, key)
+            else:
+                self.instance.add_dynamic_partitions(request.partitions_def_name, list(request.partition_keys))
         if advance_cursor:
             self.cursor = data.cursor
         return data

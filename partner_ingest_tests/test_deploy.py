@@ -337,6 +337,8 @@ def test_daemon_has_exactly_what_ecs_run_launcher_calls(services):
     assert by_action["iam:PassRole"]["Resource"] == [{"Fn::GetAtt": ["RunTaskRole", "Arn"]},
                                                     {"Fn::GetAtt": ["RunExecutionRole", "Arn"]}]
     assert by_action["iam:PassRole"]["Condition"]["StringEquals"]["iam:PassedToService"] == "ecs-tasks.amazonaws.com"
+    # A log group's GetAtt Arn ends in ":*"; stream ARNs must be built from the name.
+    assert by_action["logs:GetLogEvents"]["Resource"]["Fn::Sub"].endswith("log-group:${LogGroup}:log-stream:run/*")
 
 
 def test_runs_write_the_landing_bucket_and_read_partner_secrets_only(services, partners_stack):
@@ -528,6 +530,8 @@ def test_aws_dagster_yaml_passes_dagsters_config_validation(tmp_path, monkeypatc
     assert custom_class is None
     postgres = config["storage"]["postgres"]["postgres_db"]
     assert postgres["params"] == {"sslmode": "require"} and postgres["password"] == {"env": "DAGSTER_PG_PASSWORD"}
+    # SQLAlchemy 2.1 maps postgresql:// to psycopg 3, which the image does not have (dagster-postgres uses psycopg2).
+    assert postgres["scheme"] == "postgresql+psycopg2"
     assert config["run_monitoring"]["enabled"] and config["run_monitoring"]["start_timeout_seconds"] >= 300
     assert config["run_retries"]["enabled"] and config["run_retries"]["max_retries"] >= 1
     coordinator = config["run_coordinator"]["config"]

@@ -73,8 +73,9 @@ def test_repeated_tick_asks_for_the_same_run_keys(driver_for, make_partner):
     rig.write("a.csv", b"a")
     rig.write("b.csv", b"b")
     driver = driver_for(rig)
-    first = driver.tick(advance_cursor=False)
-    again = driver.tick(advance_cursor=False)
+    # The daemon evaluating the same tick again (same cursor, nothing applied yet) asks for the same runs.
+    first = driver.tick(advance_cursor=False, apply_partitions=False)
+    again = driver.tick(advance_cursor=False, apply_partitions=False)
     assert [r.run_key for r in first.run_requests] == [r.run_key for r in again.run_requests]
     assert len(first.run_requests) == 1
 
@@ -125,17 +126,39 @@ def test_changed_file_is_requested_again(driver_for, make_partner, s3):
     assert driver.tick().run_requests == []
 
 
-def test_changed_files_group_into_consecutive_ranges(driver_for, make_partner):
+def test_scattered_changed_files_are_regrouped_into_one_range(driver_for, make_partner):
+    """Changed files scattered among unchanged ones would each need a run: they are deleted from the
+    partition set and re-added sorted on the next tick, then land in one ranged run."""
     rig = make_partner(stability={"min_age_seconds": 0})
-    for i in range(6):
+    for i in range(8):
         rig.write(f"f{i}.csv", b"v1")
     driver = driver_for(rig)
     driver.launch(driver.tick().run_requests)
     later = time.time() + 5
-    for i in (1, 2, 3, 5):
+    for i in (1, 3, 5, 6):  # three separate groups: more than MAX_SCATTERED_RUNS runs' worth
         rig.write(f"f{i}.csv", b"v2!", mtime=later)
+    first = driver.tick()
+    assert first.run_requests == []
+    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == \
+        ["f0.csv", "f2.csv", "f4.csv", "f7.csv"]
+    second = driver.tick()
+    assert [driver.keys_of(r) for r in second.run_requests] == [["f1.csv", "f3.csv", "f5.csv", "f6.csv"]]
+    assert all(r.success for r in driver.launch(second.run_requests))
+    assert driver.tick().run_requests == []
+
+
+def test_long_consecutive_changes_are_ranged_directly(driver_for, make_partner):
+    rig = make_partner(stability={"min_age_seconds": 0})
+    names = [f"f{i:03d}.csv" for i in range(30)]
+    for name in names:
+        rig.write(name, b"v1")
+    driver = driver_for(rig)
+    driver.launch(driver.tick().run_requests)
+    later = time.time() + 5
+    for name in names[2:25]:
+        rig.write(name, b"v2!", mtime=later)
     data = driver.tick()
-    assert [driver.keys_of(r) for r in data.run_requests] == [["f1.csv", "f2.csv", "f3.csv"], ["f5.csv"]]
+    assert [driver.keys_of(r) for r in data.run_requests] == [names[2:25]]
 
 
 def test_failed_run_is_requested_again_with_a_new_run_key(driver_for, make_partner):

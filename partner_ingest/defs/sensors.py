@@ -130,16 +130,22 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
         context.log.info(
             f"partner '{partner.name}': {len(listing.files)} files in {listing.directories} directories listed in "
             f"{listed - started:.1f}s; {plan.candidates} new or changed, {plan.waiting_for_stability} not yet "
-            f"stable, {plan.in_progress} in flight, {len(plan.new_keys)} partitions added, {len(plan.runs)} runs "
+            f"stable, {plan.in_progress} in flight, {len(plan.new_keys)} partitions added, {len(plan.regroup_keys)} "
+            f"scattered changed partitions re-added next tick, {len(plan.runs)} runs "
             f"requested, {plan.deferred} left for the next tick ({time.monotonic() - started:.1f}s)")
         if listing.truncated:
             context.log.warning(f"partner '{partner.name}': listing stopped at its entry limit")
+        partition_requests = []
+        if plan.new_keys:
+            partition_requests.append(partitions.build_add_request(plan.new_keys))
+        if plan.regroup_keys:
+            partition_requests.append(partitions.build_delete_request(plan.regroup_keys))
         result = SensorResult(
             run_requests=run_requests(partner, plan, files_asset),
-            dynamic_partitions_requests=[partitions.build_add_request(plan.new_keys)] if plan.new_keys else [],
+            dynamic_partitions_requests=partition_requests,
             cursor=plan.cursor.encode(),
         )
-        if not plan.runs and not plan.new_keys:
+        if not plan.runs and not plan.new_keys and not plan.regroup_keys:
             result = SensorResult(skip_reason=SkipReason(
                 f"nothing to ingest: {plan.waiting_for_stability} files waiting to be stable, "
                 f"{plan.in_progress} in flight"), cursor=plan.cursor.encode())
