@@ -19,6 +19,7 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 bash scripts/bootstrap.sh test
+bash deploy/ecs/install_lint_tools.sh   # cfn-lint in .venv, checkov in its own .venv-checkov
 .venv/bin/ruff check .
 started=$(date +%s)
 if [ "$(id -u)" -eq 0 ]; then
