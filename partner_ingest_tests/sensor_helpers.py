@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DeleteDynamicPartitionsRequest, DagsterInstance, build_sensor_context, materialize
+from dagster import AssetKey, DagsterInstance, DeleteDynamicPartitionsRequest, build_sensor_context, materialize
 
 from partner_ingest.config import IngestConfig
 from partner_ingest.defs.code_location import build_definitions
