@@ -138,6 +138,22 @@ def test_s3_connection_resets_are_retried_by_botocore(make_partner, s3, s3_proxy
     _assert_clean(s3, rig.landing.bucket)
 
 
+SLOW_DOWN = (b"HTTP/1.1 503 Slow Down\r\nContent-Type: application/xml\r\nContent-Length: 87\r\n"
+             b"Connection: close\r\n\r\n<Error><Code>SlowDown</Code><Message>Please reduce your request rate.</Message>"
+             b"</Error>")
+
+
+def test_s3_throttling_503_is_retried_by_botocore(make_partner, s3, s3_proxy):
+    rig = make_partner()
+    expected = _write(rig, "throttled.bin", 24 * MiB)
+    s3_proxy.refuse(b"partNumber=", times=3, answer=SLOW_DOWN)
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["throttled.bin"], resources=_resources())
+    assert result.success and s3_proxy.faults_fired == 3
+    [event] = _materialization(instance, rig, "throttled.bin")
+    assert event.metadata["sha256"].value == expected
+    _assert_clean(s3, rig.landing.bucket)
+
+
 def test_s3_failing_every_part_fails_clearly_and_aborts_the_multipart_upload(make_partner, s3, s3_proxy):
     rig = make_partner()
     _write(rig, "never.bin", 24 * MiB)

@@ -79,11 +79,17 @@ class DemoPaths:
 
 
 def write_dagster_yaml(dagster_home: Path) -> Path:
-    """Create ``dagster.yaml`` (telemetry off; no storage section, so SQLite in DAGSTER_HOME) unless present."""
+    """Create ``dagster.yaml`` unless present: no storage section, so SQLite in DAGSTER_HOME; telemetry
+    off; the run queue allows one run per partner at a time, as on AWS (runs carry a ``partner`` tag)."""
     path = dagster_home / "dagster.yaml"
     if not path.exists():
+        settings = {
+            "telemetry": {"enabled": False},
+            "concurrency": {"runs": {"tag_concurrency_limits": [
+                {"key": "partner", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]}},
+        }
         _write_atomically(path, "# Written by `partner-ingest demo`; storage defaults to SQLite in this directory.\n"
-                                + yaml.safe_dump({"telemetry": {"enabled": False}}, sort_keys=False))
+                                + yaml.safe_dump(settings, sort_keys=False))
     return path
 
 

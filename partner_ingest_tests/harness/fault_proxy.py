@@ -53,9 +53,10 @@ class FaultProxy:
     def add(self, *faults: Fault) -> None:
         self.faults.extend(faults)
 
-    def refuse(self, pattern: bytes, times: int | None = None) -> None:
+    def refuse(self, pattern: bytes, times: int | None = None, *, answer: bytes | None = None) -> None:
+        """Reset (or, with ``answer``, reply with those bytes and close) connections sending ``pattern``."""
         with self._lock:
-            self._refuse_pattern, self._refuse_left = pattern, times
+            self._refuse_pattern, self._refuse_left, self._answer = pattern, times, answer
 
     def _should_refuse(self, data: bytes) -> bool:
         with self._lock:
@@ -105,7 +106,13 @@ class FaultProxy:
                         continue
                     if sock is client:
                         if self._should_refuse(data):
-                            _reset(client)
+                            answer = getattr(self, "_answer", None)
+                            if answer:
+                                with contextlib.suppress(OSError):
+                                    client.sendall(answer)
+                                    client.close()
+                            else:
+                                _reset(client)
                             return
                         server.sendall(data)
                         continue
