@@ -12,7 +12,6 @@ own prefetch uses, because paramiko has no public API for a bounded pipeline.
 
 from __future__ import annotations
 
-import contextlib
 from collections import deque
 
 import paramiko
@@ -106,13 +105,22 @@ class PipelinedReader:
         self._next_request = self._offset + self._ready_bytes
 
     def drain(self) -> None:
-        """Collect answers to requests still outstanding so the channel is clean for reuse."""
+        """Collect answers to requests still outstanding so the channel is clean for reuse.
+
+        Stops at the first error: on a dead or stalled link every further wait would only time out.
+        """
         while self._pending:
             num, _, _ = self._pending.popleft()
-            if num not in self._responses.arrived:
-                with contextlib.suppress(EOFError, OSError):
-                    self._sftp._read_response(num)
-            self._responses.arrived.pop(num, None)
+            if num in self._responses.arrived:
+                self._responses.arrived.pop(num)
+                continue
+            try:
+                self._sftp._read_response(num)
+            except EOFError:
+                continue
+            except (OSError, paramiko.SSHException):
+                self._pending.clear()
+                return
 
     def _fill_pipeline(self) -> None:
         while len(self._pending) < self._max_in_flight and self._next_request < self._size:
