@@ -62,6 +62,8 @@ class RunLimits(_Strict):
     max_files_per_run: Annotated[int, Field(ge=1, le=10_000)] = 500
     max_bytes_per_run: Annotated[int, Field(ge=1)] = 20 * 1024**3
     max_partitions_per_tick: Annotated[int, Field(ge=1, le=10_000)] = 2_000
+    # Parallel SFTP sessions per run: small files are latency-bound. Partners often cap sessions per login.
+    max_connections: Annotated[int, Field(ge=1, le=16)] = 4
 
 
 class ArchiveLimits(_Strict):

@@ -205,3 +205,28 @@ def test_run_killed_mid_upload_leaves_no_object_under_the_final_key(make_partner
     # The orphaned multipart upload is S3's to expire: the landing bucket's lifecycle rule aborts incomplete
     # uploads (deploy/ecs). Nothing is visible under the final key meanwhile.
     assert s3.list_multipart_uploads(Bucket=rig.landing.bucket)["Uploads"][0]["Key"].endswith("killed.bin")
+
+
+def test_run_spreads_files_over_parallel_sessions(make_partner, s3, sftp_proxy):
+    rig = make_partner(port=sftp_proxy.port, limits={"max_connections": 3})
+    names = [f"small/{i:02d}.csv" for i in range(12)]
+    for name in names:
+        rig.write(name, name.encode() * 50)
+    result, instance, keys = land(rig.partner, rig.landing.bucket, names, resources=_resources())
+    assert result.success
+    assert sftp_proxy.connections == 3
+    assert instance.get_materialized_partitions(files_asset_key(rig.partner)) == set(keys)
+
+
+def test_partner_refusing_extra_sessions_only_slows_the_run(make_partner, s3, sftp_proxy):
+    rig = make_partner(port=sftp_proxy.port, limits={"max_connections": 4})
+    names = [f"{i}.csv" for i in range(6)]
+    for name in names:
+        rig.write(name, b"x")
+    sftp_proxy.add(Fault(), Fault(cut_after=0))  # the first session works, the second is dropped at once
+    result, instance, keys = land(rig.partner, rig.landing.bucket, names,
+                                  resources=_resources(reconnect_attempts=1))
+    assert result.success
+    assert instance.get_materialized_partitions(files_asset_key(rig.partner)) == set(keys)
+    logs = " ".join(str(e.message) for e in instance.all_logs(result.run_id))
+    assert "continuing with 1 connection(s)" in logs

@@ -10,7 +10,10 @@ that landed stay materialized. Selecting only the checks (from the UI, "Execute 
 what landed without landing anything.
 """
 
+import queue
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
 
 from dagster import (
     AssetCheckEvaluation,
@@ -39,6 +42,7 @@ from partner_ingest.errors import AfterLandingError, PartitionKeyError, PartnerI
 from partner_ingest.landing.keys import s3_uri
 from partner_ingest.landing.verify import verify_object
 from partner_ingest.partition_keys import decode_partition_key
+from partner_ingest.sftp.link import PartnerLink
 from partner_ingest.transfer import LandedFile, land_file
 
 DATA_VERSION_TAG = "dagster/data_version"
@@ -155,50 +159,74 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
     return _partner_files
 
 
+@dataclass
+class _FileOutcome:
+    """What landing one file produced; built in a worker thread, reported by the step's thread."""
+
+    events: list = field(default_factory=list)
+    info: list[str] = field(default_factory=list)
+    failures: list[PartnerIngestError] = field(default_factory=list)
+    waiting_for_action: str | None = None
+
+
+def _open_links(context: AssetExecutionContext, partner: PartnerConfig, sftp: SftpResource, wanted: int
+                ) -> list[PartnerLink]:
+    """Up to ``limits.max_connections`` sessions; a partner refusing extra sessions only slows the run."""
+    first = sftp.link(partner)
+    try:
+        first.session.check_remote_dir()
+    except PartnerIngestError as exc:
+        first.close()
+        raise Failure(description=str(exc), metadata={"files_not_landed": wanted}) from None
+    links = [first]
+    for _ in range(min(partner.limits.max_connections, wanted) - 1):
+        extra = sftp.link(partner)
+        try:
+            extra.session  # noqa: B018 - connects now, so a refused extra session is known up front
+        except PartnerIngestError as exc:
+            context.log.warning(f"partner '{partner.name}': continuing with {len(links)} connection(s): {exc}")
+            break
+        links.append(extra)
+    return links
+
+
 def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, sftp: SftpResource,
           client, keys: list[str]) -> Iterator:
+    """Land the run's files over up to ``max_connections`` parallel sessions (small files are latency-bound);
+    every event is yielded from the step's own thread."""
+    links = _open_links(context, partner, sftp, len(keys))
+    idle: queue.SimpleQueue[PartnerLink] = queue.SimpleQueue()
+    for link in links:
+        idle.put(link)
+    wants_check = AssetCheckKey(files_asset_key(partner), OBJECT_CHECK) in context.selected_asset_check_keys
+    wants_contents = partner.unzip and contents_asset_key(partner) in context.selected_asset_keys
+    wants_expansion_check = AssetCheckKey(contents_asset_key(partner), EXPANSION_CHECK) in \
+        context.selected_asset_check_keys
+
+    def work(key: str) -> _FileOutcome:
+        link = idle.get()
+        try:
+            return _land_one(partner, landing, link, client, key, wants_check, wants_contents, wants_expansion_check)
+        finally:
+            idle.put(link)
+
     failures: list[PartnerIngestError] = []
     waiting_for_action: list[str] = []
-    link = sftp.link(partner)
     try:
-        link.session.check_remote_dir()
-    except PartnerIngestError as exc:
-        link.close()
-        raise Failure(description=str(exc), metadata={"files_not_landed": len(keys)}) from None
-    wants_check = AssetCheckKey(files_asset_key(partner), OBJECT_CHECK) in context.selected_asset_check_keys
-    with link:
-        for key in keys:
-            try:
-                landed = land_file(link, client, bucket=landing.bucket, relative_path=_relative_path(partner, key))
-            except PartnerIngestError as exc:
-                context.log.error(str(exc))
-                failures.append(exc)
-                continue
-            context.log.info(
-                f"{'landed' if landed.uploaded else 'already landed, nothing uploaded:'} "
-                f"{landed.remote_path} -> {s3_uri(landed.bucket, landed.key)} "
-                f"({landed.version.size} bytes, sha256 {landed.sha256})")
-            if wants_check:
-                check = _object_check(partner, key, client, landing.bucket, landed.key, landed.version.size,
-                                      landed.sha256)
-                if not check.passed:
-                    failures.append(PartnerIngestError(check.description or "verification failed",
-                                                       partner=partner.name, path=landed.remote_path,
-                                                       action="re-run the file"))
-                    yield check
-                    continue
-            try:
-                outcome = apply_after_landing(link, landed).describe()
-            except AfterLandingError as exc:
-                context.log.error(str(exc))
-                failures.append(exc)
-                waiting_for_action.append(landed.remote_path)
-                outcome = f"failed, waiting for retry: {exc.problem}"
-            yield materialization(partner, key, landed, outcome)
-            if wants_check:
-                yield check
-            if partner.unzip and is_archive_name(landed.relative_path):
-                yield from _expand(context, partner, landing, client, key, landed, failures)
+        with ThreadPoolExecutor(max_workers=len(links), thread_name_prefix=f"{partner.name}-sftp") as pool:
+            for future in as_completed([pool.submit(work, key) for key in keys]):
+                outcome = future.result()
+                for line in outcome.info:
+                    context.log.info(line)
+                for failure in outcome.failures:
+                    context.log.error(str(failure))
+                failures.extend(outcome.failures)
+                if outcome.waiting_for_action:
+                    waiting_for_action.append(outcome.waiting_for_action)
+                yield from outcome.events
+    finally:
+        for link in links:
+            link.close()
     if failures:
         raise Failure(
             description=(f"partner '{partner.name}': {len(failures)} of {len(keys)} files did not land completely: "
@@ -209,24 +237,50 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
         )
 
 
-def _expand(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, client, key: str,
-            landed: LandedFile, failures: list[PartnerIngestError]) -> Iterator:
-    contents = contents_asset_key(partner)
-    if contents not in context.selected_asset_keys:
-        return
+def _land_one(partner: PartnerConfig, landing: LandingConfig, link: PartnerLink, client, key: str,
+              wants_check: bool, wants_contents: bool, wants_expansion_check: bool) -> _FileOutcome:
+    outcome = _FileOutcome()
     try:
-        expansion = expand_archive(client, bucket=landing.bucket, archive_key=landed.key, partner=partner.name,
-                                   remote_path=landed.remote_path, limits=partner.unzip_limits,
-                                   version_id=landed.s3_version_id)
+        landed = land_file(link, client, bucket=landing.bucket, relative_path=_relative_path(partner, key))
     except PartnerIngestError as exc:
-        context.log.error(str(exc))
-        failures.append(exc)
-        return
-    context.log.info(f"expanded {landed.remote_path}: {len(expansion.entries)} entries, "
-                     f"{expansion.total_bytes} bytes under {s3_uri(landing.bucket, expansion.prefix)}")
-    yield _contents_materialization(partner, key, expansion, landing.bucket)
-    if AssetCheckKey(contents, EXPANSION_CHECK) in context.selected_asset_check_keys:
-        yield _expansion_check(partner, key, client, landing.bucket, landed.key)
+        outcome.failures.append(exc)
+        return outcome
+    outcome.info.append(
+        f"{'landed' if landed.uploaded else 'already landed, nothing uploaded:'} "
+        f"{landed.remote_path} -> {s3_uri(landed.bucket, landed.key)} "
+        f"({landed.version.size} bytes, sha256 {landed.sha256})")
+    check = None
+    if wants_check:
+        check = _object_check(partner, key, client, landing.bucket, landed.key, landed.version.size, landed.sha256)
+        if not check.passed:
+            outcome.failures.append(PartnerIngestError(check.description or "verification failed",
+                                                       partner=partner.name, path=landed.remote_path,
+                                                       action="re-run the file"))
+            outcome.events.append(check)
+            return outcome
+    try:
+        after = apply_after_landing(link, landed).describe()
+    except AfterLandingError as exc:
+        outcome.failures.append(exc)
+        outcome.waiting_for_action = landed.remote_path
+        after = f"failed, waiting for retry: {exc.problem}"
+    outcome.events.append(materialization(partner, key, landed, after))
+    if check is not None:
+        outcome.events.append(check)
+    if wants_contents and is_archive_name(landed.relative_path):
+        try:
+            expansion = expand_archive(client, bucket=landing.bucket, archive_key=landed.key, partner=partner.name,
+                                       remote_path=landed.remote_path, limits=partner.unzip_limits,
+                                       version_id=landed.s3_version_id)
+        except PartnerIngestError as exc:
+            outcome.failures.append(exc)
+            return outcome
+        outcome.info.append(f"expanded {landed.remote_path}: {len(expansion.entries)} entries, "
+                            f"{expansion.total_bytes} bytes under {s3_uri(landing.bucket, expansion.prefix)}")
+        outcome.events.append(_contents_materialization(partner, key, expansion, landing.bucket))
+        if wants_expansion_check:
+            outcome.events.append(_expansion_check(partner, key, client, landing.bucket, landed.key))
+    return outcome
 
 
 def _checks_only(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, client,
