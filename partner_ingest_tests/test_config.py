@@ -115,3 +115,11 @@ def test_expect_every_becomes_a_freshness_policy():
     assert policy is not None and policy.fail_window.to_timedelta() == timedelta(hours=36)
     with pytest.raises(ConfigError, match="field 'expect_every'"):
         parse_config(_config(expect_every="daily"))
+
+
+def test_the_documented_example_is_valid(monkeypatch):
+    from pathlib import Path
+
+    monkeypatch.delenv("PARTNER_INGEST_BUCKET", raising=False)
+    config = load_config(Path(__file__).resolve().parents[1] / "partners.example.yaml")
+    assert config.partners[0].name == "acme" and config.partners[0].after_landing == "move"
