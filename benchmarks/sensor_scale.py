@@ -11,7 +11,10 @@ holds the partner's password) from the test harness (``partner_ingest_tests/harn
 and stopped by PID at the end, even on Ctrl-C or an error. Dagster storage is a temporary SQLite
 instance (``dagster.instance_for_test()``), as in the local deployment (production uses Postgres). The
 sensor is evaluated as the test helper ``SensorDriver`` does and its partition requests are applied the
-way the daemon applies them (one ``has_dynamic_partition`` per key, then ``add_dynamic_partitions``).
+way the daemon applies them (``_handle_dynamic_partitions_requests`` in ``dagster/_daemon/sensor.py``: one
+``has_dynamic_partition`` per key, then one ``add_dynamic_partitions`` for the missing keys of an
+``AddDynamicPartitionsRequest``, or one ``delete_dynamic_partition`` per existing key of a
+``DeleteDynamicPartitionsRequest``, Dagster having no bulk delete).
 Runs are never launched; where a tick needs earlier runs to exist or to have succeeded, that state is
 written to the instance directly (runs created, not started, with their per-partition "materialization
 planned" events; successful files recorded as runless materializations at the file's version).
@@ -30,10 +33,14 @@ Ticks measured (the partner's default limits: ``max_partitions_per_tick`` 2000, 
    pre-populating: ticks with ``max_partitions_per_tick`` 10000, each requested file then recorded as
    materialized);
 4. after ``--new`` (1000) new files are spread over the existing directories;
-5. after ``--changed`` (1000) existing files, scattered over the tree, are rewritten with a new size.
+5. after ``--changed`` (1000) existing files, scattered over the tree, are rewritten with a new size: their
+   partitions exist and are not consecutive, so the sensor deletes them (``DeleteDynamicPartitionsRequest``)
+   rather than ask one run per file;
+6. the tick after: the deleted keys come back as new keys, added sorted and contiguous, in ranged runs.
 
 Profiled with cProfile (sensor evaluation only, on the same state again): the first tick (on a throwaway
-instance), the steady-state tick and the changed-files tick. cProfile slows per-call Python code several
+instance), the steady-state tick and the changed-files tick (tick 5's state, evaluated again before its
+partition requests are applied). cProfile slows per-call Python code several
 times (``encode_partition_key`` most), so read its seconds as shares, the timed ticks as the costs.
 
 References, same tree, page cache warm: OpenSSH ``sftp -b`` with one ``ls -l <dir>`` line per directory
@@ -172,8 +179,9 @@ def peak_rss_mib() -> float:
 class TickResult:
     label: str
     evaluate_s: float  # the sensor function as Dagster evaluates it: what the 60 s timeout covers
-    apply_s: float  # the daemon's part: has_dynamic_partition per requested key, then the add
+    apply_s: float  # the daemon's part: has_dynamic_partition per requested key, then the add or the deletes
     added: int
+    deleted: int
     runs: int
     files_in_runs: int
     largest_run: int
@@ -211,9 +219,8 @@ def capture_sensor_log(context: Any) -> LogCapture:
     return capture
 
 
-def expand(instance: Any, partitions_name: str, requests: Sequence[Any]) -> list[list[str]]:
-    """The partition keys of each run request (one key, or a range in insertion order)."""
-    keys = list(instance.get_dynamic_partitions(partitions_name))
+def expand(keys: Sequence[str], requests: Sequence[Any]) -> list[list[str]]:
+    """The partition keys of each run request (one key, or a range of ``keys``, the partitions in insertion order)."""
     position = {key: i for i, key in enumerate(keys)}
     batches = []
     for request in requests:
@@ -226,13 +233,17 @@ def expand(instance: Any, partitions_name: str, requests: Sequence[Any]) -> list
     return batches
 
 
-def tick(driver: Any, label: str, *, profile: cProfile.Profile | None = None, daemon_checks: bool = True
-         ) -> TickResult:
-    """``SensorDriver.tick`` with its two halves timed apart, the daemon's per-key existence checks included
-    (``daemon_checks=False``: add the keys at once, as ``SensorDriver.tick`` does; for pre-population only)."""
+@dataclass
+class Evaluation:
+    data: Any  # SensorExecutionData
+    seconds: float
+    sensor_log: list[str]
+
+
+def evaluate(driver: Any, *, profile: cProfile.Profile | None = None) -> Evaluation:
+    """``evaluate_tick`` as ``SensorDriver.tick`` calls it, timed: what the 60 s sensor timeout covers."""
     from dagster import build_sensor_context
 
-    from partner_ingest.defs.partitions import partitions_name
     from partner_ingest.defs.resources import default_resources
 
     instance = driver.instance
@@ -247,23 +258,90 @@ def tick(driver: Any, label: str, *, profile: cProfile.Profile | None = None, da
         finally:
             if profile is not None:
                 profile.disable()
-        evaluated = time.perf_counter()
-    added = 0
-    for request in data.dynamic_partitions_requests or []:  # as dagster/_daemon/sensor.py does it
-        missing = [k for k in request.partition_keys
-                   if not daemon_checks or not instance.has_dynamic_partition(request.partitions_def_name, k)]
-        if missing:
-            instance.add_dynamic_partitions(request.partitions_def_name, missing)
-        added += len(missing)
+        seconds = time.perf_counter() - started
+    return Evaluation(data=data, seconds=seconds, sensor_log=log.lines)
+
+
+def apply_partition_requests(instance: Any, requests: Sequence[Any], *, daemon_checks: bool = True
+                             ) -> tuple[int, int]:
+    """As ``_handle_dynamic_partitions_requests`` in ``dagster/_daemon/sensor.py``: per request, one
+    ``has_dynamic_partition`` per key; an add request adds the missing keys in one call, a delete request
+    deletes the existing keys one ``delete_dynamic_partition`` at a time. Returns (added, deleted).
+    ``daemon_checks=False`` skips the existence checks (pre-population only)."""
+    from dagster import AddDynamicPartitionsRequest, DeleteDynamicPartitionsRequest
+
+    added = deleted = 0
+    for request in requests:
+        name = request.partitions_def_name
+        if isinstance(request, AddDynamicPartitionsRequest):
+            missing = [k for k in request.partition_keys
+                       if not daemon_checks or not instance.has_dynamic_partition(name, k)]
+            if missing:
+                instance.add_dynamic_partitions(name, missing)
+            added += len(missing)
+        elif isinstance(request, DeleteDynamicPartitionsRequest):
+            present = [k for k in request.partition_keys
+                       if not daemon_checks or instance.has_dynamic_partition(name, k)]
+            for key in present:
+                instance.delete_dynamic_partition(name, key)
+            deleted += len(present)
+        else:
+            raise TypeError(f"unexpected dynamic partitions request {request!r}")
+    return added, deleted
+
+
+def keys_after(keys: Sequence[str], requests: Sequence[Any]) -> list[str]:
+    """The partitions in insertion order as they would be after ``requests``, without applying them."""
+    from dagster import DeleteDynamicPartitionsRequest
+
+    result = list(keys)
+    for request in requests:
+        if isinstance(request, DeleteDynamicPartitionsRequest):
+            gone = set(request.partition_keys)
+            result = [k for k in result if k not in gone]
+        else:
+            present = set(result)
+            result.extend(k for k in request.partition_keys if k not in present)
+    return result
+
+
+def settle(driver: Any, label: str, evaluation: Evaluation, *, apply: bool = True, daemon_checks: bool = True
+           ) -> TickResult:
+    """The daemon's half of a tick: apply the partition requests (timed) and advance the cursor; then read
+    the run requests' partitions. ``apply=False`` leaves the instance and the cursor as they were (for
+    evaluating the same state again) and counts what would have been added or deleted."""
+    from dagster import DeleteDynamicPartitionsRequest
+
+    from partner_ingest.defs.partitions import partitions_name
+
+    instance, data = driver.instance, evaluation.data
+    requests = list(data.dynamic_partitions_requests or [])
+    started = time.perf_counter()
+    if apply:
+        added, deleted = apply_partition_requests(instance, requests, daemon_checks=daemon_checks)
     applied = time.perf_counter()
-    driver.cursor = data.cursor
-    batches = expand(instance, partitions_name(driver.partner), data.run_requests)
+    keys = list(instance.get_dynamic_partitions(partitions_name(driver.partner)))
+    if apply:
+        driver.cursor = data.cursor
+    else:
+        after = keys_after(keys, requests)
+        added = len(set(after) - set(keys))
+        deleted = sum(len(r.partition_keys) for r in requests if isinstance(r, DeleteDynamicPartitionsRequest))
+        keys = after
+    batches = expand(keys, data.run_requests)
     return TickResult(
-        label=label, evaluate_s=evaluated - started, apply_s=applied - evaluated, added=added,
-        runs=len(data.run_requests), files_in_runs=sum(len(b) for b in batches),
+        label=label, evaluate_s=evaluation.seconds, apply_s=applied - started if apply else 0.0, added=added,
+        deleted=deleted, runs=len(data.run_requests), files_in_runs=sum(len(b) for b in batches),
         largest_run=max((len(b) for b in batches), default=0), cursor_bytes=len((data.cursor or "").encode()),
-        peak_rss_mib=peak_rss_mib(), skip_reason=data.skip_message, sensor_log=log.lines,
+        peak_rss_mib=peak_rss_mib(), skip_reason=data.skip_message, sensor_log=evaluation.sensor_log,
         requested_keys=[k for b in batches for k in b], run_requests=list(data.run_requests))
+
+
+def tick(driver: Any, label: str, *, profile: cProfile.Profile | None = None, daemon_checks: bool = True,
+         apply: bool = True) -> TickResult:
+    """``SensorDriver.tick`` with its two halves timed apart, the daemon's per-key existence checks included
+    (``daemon_checks=False``: no checks, for pre-population only; ``apply=False``: see ``settle``)."""
+    return settle(driver, label, evaluate(driver, profile=profile), apply=apply, daemon_checks=daemon_checks)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -343,8 +421,8 @@ def queue_runs(instance: Any, driver: Any, result: TickResult, *, fast: bool) ->
     asset_key = files_asset_key(driver.partner)
     step_key = asset_key.to_python_identifier()
     entries = []
-    for request, keys in zip(result.run_requests, expand(instance, partitions_name(driver.partner),
-                                                           result.run_requests), strict=True):
+    batches = expand(instance.get_dynamic_partitions(partitions_name(driver.partner)), result.run_requests)
+    for request, keys in zip(result.run_requests, batches, strict=True):
         run_id = str(uuid.uuid4())
         create_run_for_test(instance, job_name="__ASSET_JOB", run_id=run_id, status=DagsterRunStatus.NOT_STARTED,
                             tags=dict(request.tags), asset_selection=frozenset({asset_key}))
@@ -518,7 +596,8 @@ def make_partner(servers: Servers, tree_root: Path, bucket: str, **overrides: An
 
 def fmt_tick(r: TickResult) -> str:
     return (f"  {r.label:<44} sensor {r.evaluate_s:6.2f} s  + daemon apply {r.apply_s:5.2f} s  | "
-            f"partitions added {r.added:5d}  runs {r.runs:4d} ({r.files_in_runs} files, largest {r.largest_run})  "
+            f"partitions added {r.added:5d} deleted {r.deleted:4d}  "
+            f"runs {r.runs:4d} ({r.files_in_runs} files, largest {r.largest_run})  "
             f"cursor {r.cursor_bytes} B  peak RSS {r.peak_rss_mib:.0f} MiB")
 
 
@@ -581,7 +660,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
 
         out("")
         out("ticks (sensor = evaluate_tick, what the 60 s timeout covers; daemon apply = has_dynamic_partition "
-            "per key + add_dynamic_partitions):")
+            "per key + add_dynamic_partitions, or delete_dynamic_partition per key):")
         # The first tick under the profiler on a throwaway instance, then the measured run on a fresh one.
         with instance_for_test() as instance:
             first_profile = cProfile.Profile()
@@ -640,13 +719,26 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
             record_materialized(instance, driver, fresh.requested_keys, tree, fast=fast)
 
             changed_names = change_files(tree, args.changed)
-            changed = tick(driver, f"5. after {len(changed_names)} changed files (scattered)")
+            changed_eval = evaluate(driver)
+            # Profiled on the same state, before tick 5's partition requests are applied: its deletions change
+            # what the next evaluation sees (that is tick 6).
+            changed_profile = cProfile.Profile()
+            changed_again = tick(driver, "5b. the same state again, under cProfile", profile=changed_profile,
+                                 apply=False)
+            changed = settle(driver, f"5. after {len(changed_names)} changed files (scattered)", changed_eval)
             ticks.append(changed)
             out(fmt_tick(changed))
-            if changed.runs:  # adds no partitions, so evaluating it again sees the same state
-                changed_profile = cProfile.Profile()
-                out(fmt_tick(tick(driver, "5b. the same again, under cProfile", profile=changed_profile)))
-                profiles.append(("changed-files tick", changed_profile))
+            out(fmt_tick(changed_again) + "  (requests not applied)")
+            profiles.append(("changed-files tick", changed_profile))
+            regrouped = tick(driver, "6. next tick (deleted keys re-added sorted)")
+            ticks.append(regrouped)
+            out(fmt_tick(regrouped))
+            changed_keys = {encode_partition_key(name) for name in changed_names}
+            requested = set(changed.requested_keys) | set(regrouped.requested_keys)
+            out(f"     (changed files in runs over ticks 5 and 6: {len(changed_keys & requested)} of "
+                f"{len(changed_keys)}; other files in those runs: {len(requested - changed_keys)}; partitions "
+                f"deleted in tick 5: {changed.deleted}, of them re-added in tick 6: "
+                f"{len(set(regrouped.requested_keys) & changed_keys)})")
             for result in ticks:
                 for line in result.sensor_log:
                     if "listed in" in line:
@@ -661,9 +753,15 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
         out(f"  after {args.new} new files:   {fresh.evaluate_s:6.2f} s sensor + {fresh.apply_s:.2f} s daemon apply; "
             f"{fresh.added} partitions added, {fresh.runs} runs "
             f"= {fresh.runs * 1000 / max(args.new, 1):.1f} runs per 1,000 new files (target <= 2)")
-        out(f"  after {len(changed_names)} changed files: {changed.runs} runs = "
-            f"{changed.runs * 1000 / max(len(changed_names), 1):.1f} runs per 1,000 changed files")
-        out("  partitions added per tick: " + ", ".join(f"{t.label.split('.')[0]}: {t.added}" for t in ticks))
+        two_ticks = changed.runs + regrouped.runs
+        out(f"  after {len(changed_names)} changed files: tick 5 {changed.evaluate_s:.2f} s sensor + "
+            f"{changed.apply_s:.2f} s daemon apply, {changed.runs} runs, {changed.deleted} partitions deleted; "
+            f"tick 6 {regrouped.evaluate_s:.2f} s sensor + {regrouped.apply_s:.2f} s daemon apply, {regrouped.runs} "
+            f"runs, {regrouped.added} partitions added")
+        out(f"    = {two_ticks * 1000 / max(len(changed_names), 1):.1f} runs per 1,000 changed files over the two "
+            f"ticks ({changed.files_in_runs + regrouped.files_in_runs} files in {two_ticks} runs)")
+        out("  partitions added / deleted per tick: " + ", ".join(f"{t.label.split('.')[0]}: {t.added} / {t.deleted}"
+                                                               for t in ticks))
         out("  cursor bytes after each tick: " + ", ".join(f"{t.label.split('.')[0]}: {t.cursor_bytes}"
                                                           for t in ticks))
         out(f"  load average now: {os.getloadavg()[0]:.2f} (other work on this {os.cpu_count()}-CPU machine "
@@ -713,7 +811,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--per-dir", type=int, default=100, help="files per leaf directory")
     parser.add_argument("--subdirs", type=int, default=10, help="leaf directories per top directory")
     parser.add_argument("--new", type=int, default=1000, help="new files added for tick 4")
-    parser.add_argument("--changed", type=int, default=1000, help="existing files rewritten for tick 5")
+    parser.add_argument("--changed", type=int, default=1000, help="existing files rewritten for ticks 5 and 6")
     parser.add_argument("--prepopulate", choices=("batch", "api"), default="batch",
                         help="how successful materializations (and planned events) are written: 'api' uses "
                              "instance.report_runless_asset_event / handle_new_event one event at a time "

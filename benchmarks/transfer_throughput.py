@@ -34,9 +34,9 @@ same CPU ms/MiB: on a shared machine, trust the CPU columns more than the speeds
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import hashlib
-import inspect
 import io
 import json
 import os
@@ -76,7 +76,7 @@ SMALL_OPENSSH = "OpenSSH sftp get -r -> local dir"
 SMALL_OURS = "ours: 1 session, land_file each"
 SMALL_RCLONE = "rclone copy sftp -> S3 (moto)"
 SMALL_OURS_SFTP = "  diag: ours SFTP only (no S3)"
-SMALL_MOTO = "  diag: moto alone (put+head+tag)"
+SMALL_MOTO = "  diag: moto alone (1 PutObject)"
 
 
 # --------------------------------------------------------------------------------------------------
@@ -117,26 +117,14 @@ def open_partner_session(spec: dict[str, Any]) -> Any:
 
 
 @contextlib.contextmanager
-def land_target(spec: dict[str, Any]) -> Iterator[tuple[Any, Callable[[], Any]]]:
-    """What ``land_file`` takes as its first argument, and a getter for the current SftpSession.
+def partner_link(spec: dict[str, Any]) -> Iterator[Any]:
+    """What ``land_file`` takes: a ``PartnerLink`` that opens (and, if the link drops, reopens) our session,
+    as ``SftpResource.link`` builds it. Connected on entry, so the login is not part of the first file."""
+    from partner_ingest.sftp.link import PartnerLink
 
-    ``land_file`` takes a ``PartnerLink`` (a session that reconnects) in newer trees and the bare
-    ``SftpSession`` in older ones; the benchmark works with either.
-    """
-    from partner_ingest.transfer import land_file
-
-    if next(iter(inspect.signature(land_file).parameters)) == "link":
-        from partner_ingest.sftp.link import PartnerLink
-
-        link = PartnerLink(lambda: open_partner_session(spec))
-        try:
-            link.session  # noqa: B018 - connect now, as the older API did
-            yield link, lambda: link.session
-        finally:
-            link.close()
-    else:
-        with open_partner_session(spec) as session:
-            yield session, lambda: session
+    with PartnerLink(lambda: open_partner_session(spec)) as link:
+        link.session  # noqa: B018 - connects now
+        yield link
 
 
 def process_cpu() -> float:
@@ -167,11 +155,11 @@ def child_main(spec_json: str) -> int:
     s3.head_bucket(Bucket=spec["bucket"])  # warm the client (endpoint, credentials) outside the timing
     rss_before_kib = proc_status_kib("VmRSS")
     cpu_started, started = process_cpu(), time.monotonic()
-    with land_target(spec) as (target, session):
+    with partner_link(spec) as link:
         connected = time.monotonic()
-        landed = land_file(target, s3, bucket=spec["bucket"], relative_path=spec["relative_path"],
+        landed = land_file(link, s3, bucket=spec["bucket"], relative_path=spec["relative_path"],
                            multipart_threshold=spec["multipart_threshold"], skip_if_landed=False)
-        cipher = session().client.get_transport().remote_cipher
+        cipher = link.session.client.get_transport().remote_cipher
     ended = time.monotonic()
     print(json.dumps({"seconds": ended - started, "connect_seconds": connected - started,
                       "land_seconds": landed.seconds, "cpu_seconds": process_cpu() - cpu_started,
@@ -539,9 +527,9 @@ def case_small_ours(rig: Rig, s3: Any) -> Sample:
     from partner_ingest.transfer import land_file
 
     count = 0
-    with rig.measure() as measured, land_target(rig.spec) as (target, session):
-        for name in sorted(a.filename for a in session().sftp.listdir_attr(rig.remote(SMALL_DIR))):
-            land_file(target, s3, bucket=rig.bucket, relative_path=f"{SMALL_DIR}/{name}",
+    with rig.measure() as measured, partner_link(rig.spec) as link:
+        for name in sorted(a.filename for a in link.session.sftp.listdir_attr(rig.remote(SMALL_DIR))):
+            land_file(link, s3, bucket=rig.bucket, relative_path=f"{SMALL_DIR}/{name}",
                       multipart_threshold=rig.args.multipart_threshold_mib * MiB, skip_if_landed=False)
             count += 1
     if count != rig.args.small_files:
@@ -568,16 +556,19 @@ def case_small_ours_sftp(rig: Rig) -> Sample:
 
 
 def case_small_moto(rig: Rig, s3: Any) -> Sample:
-    """What land_file does on the S3 side per small file: PutObject, HeadObject, PutObjectTagging."""
+    """What land_file does on the S3 side per small file (below the multipart threshold): one PutObject
+    carrying the metadata, the sha256 tag and ChecksumSHA256 (``landing.upload.upload_stream``)."""
+    from partner_ingest.landing.upload import SHA256_TAG
+
     body = os.urandom(rig.args.small_kib * KiB)
     prefix = "moto-small/"
+    metadata = {"partner": "bench", "source-host": f"127.0.0.1:{rig.sshd.port}", "source-path": rig.remote(SMALL_DIR),
+                "source-size": str(len(body)), "source-mtime": str(int(time.time()))}
     with rig.measure() as measured:
         for index in range(rig.args.small_files):
-            key = f"{prefix}f{index:05d}.bin"
-            s3.put_object(Bucket=rig.bucket, Key=key, Body=body, Metadata={"source-size": str(len(body))})
-            s3.head_object(Bucket=rig.bucket, Key=key)
-            s3.put_object_tagging(Bucket=rig.bucket, Key=key, Tagging={
-                "TagSet": [{"Key": "sha256", "Value": hashlib.sha256(body).hexdigest()}]})
+            digest = hashlib.sha256(body).digest()
+            s3.put_object(Bucket=rig.bucket, Key=f"{prefix}f{index:05d}.bin", Body=body, Metadata=metadata,
+                          Tagging=f"{SHA256_TAG}={digest.hex()}", ChecksumSHA256=base64.b64encode(digest).decode())
     purge(s3, rig.bucket, prefix)
     return measured.sample
 

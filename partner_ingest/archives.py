@@ -20,6 +20,9 @@ import zipfile
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
+from boto3.exceptions import S3UploadFailedError
+from botocore.exceptions import BotoCoreError, ClientError
+
 from partner_ingest.config import ArchiveLimits
 from partner_ingest.errors import ArchiveRejectedError, LandingError
 from partner_ingest.landing.keys import ascii_header_value
@@ -146,6 +149,12 @@ def expand_archive(s3: Any, *, bucket: str, archive_key: str, partner: str, remo
         _expand(s3, bucket, archive_key, version_id, prefix, "", 1, limits, partner, remote_path, expansion,
                 written)
         return expansion
+    except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
+        _delete(s3, bucket, written)
+        raise LandingError(f"expanding s3://{bucket}/{archive_key} failed: {type(exc).__name__}: {exc}",
+                           partner=partner, path=remote_path,
+                           action="the archive stays landed; re-run it once S3 is reachable (the run role needs "
+                                  "s3:PutObject and s3:DeleteObject under the expansion prefix)") from None
     except BaseException:
         _delete(s3, bucket, written)
         raise
@@ -212,10 +221,17 @@ def _clear_prefix(s3: Any, bucket: str, prefix: str) -> None:
 
 
 def _delete(s3: Any, bucket: str, keys: list[str]) -> None:
+    """Delete, and fail loudly if S3 refused any key (DeleteObjects reports refusals per key)."""
     for start in range(0, len(keys), 1000):
         batch = keys[start:start + 1000]
         if batch:
-            s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+            if response.get("Errors"):
+                first = response["Errors"][0]
+                raise ClientError({"Error": {"Code": first.get("Code", "DeleteFailed"),
+                                             "Message": f"{len(response['Errors'])} keys not deleted, first "
+                                                        f"{first.get('Key')}: {first.get('Message')}"}},
+                                  "DeleteObjects")
 
 
 def verify_expansion(s3: Any, *, bucket: str, archive_key: str, version_id: str | None = None

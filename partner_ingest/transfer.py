@@ -109,6 +109,8 @@ class _HashingSource:
         self._count += len(data)
         if not self._ended and self.reader.offset >= self._size:
             self._ended = True
+            if self._count != self._size:  # fail closed: never hand S3 a stream with a hole in it
+                raise RemoteFileShrunk(f"streamed {self._count} of {self._size} bytes")
             self._on_end()
         return data
 
@@ -145,7 +147,8 @@ def stat_remote_file(session: SftpSession, relative_path: str) -> tuple[str, Rem
     return remote_path, RemoteVersion(size=attrs.st_size or 0, mtime=int(attrs.st_mtime or 0))
 
 
-def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion) -> tuple[str, str | None] | None:
+def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion,
+                   remote_path: str) -> tuple[str, str | None] | None:
     """The SHA-256 and S3 version of an object that already holds this remote version, if any."""
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
@@ -154,6 +157,8 @@ def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion) -> tu
     meta = head.get("Metadata", {})
     if meta.get("source-size") != str(version.size) or meta.get("source-mtime") != str(version.mtime):
         return None
+    if meta.get("source-path") != ascii_header_value(remote_path):
+        return None  # another remote file holds this key: never treat it as ours
     if head.get("ContentLength") != version.size:
         return None
     digest = read_sha256_tag(s3, bucket, key, head.get("VersionId"))
@@ -177,7 +182,10 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
                           resumes=source.resumes if source else 0)
 
     if skip_if_landed:
-        existing = already_landed(s3, bucket, key, version)
+        try:
+            existing = already_landed(s3, bucket, key, version, remote_path)
+        except (ClientError, BotoCoreError) as exc:
+            raise landing_error(exc, partner=partner.name, path=remote_path, bucket=bucket, key=key) from None
         if existing:
             return landed(existing[0], existing[1], uploaded=False)
 

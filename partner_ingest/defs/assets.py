@@ -11,10 +11,12 @@ what landed without landing anything.
 """
 
 import queue
+import zipfile
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 
+from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
     AssetCheckEvaluation,
     AssetCheckKey,
@@ -87,6 +89,13 @@ def freshness_policy(partner: PartnerConfig) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=window) if window else None
 
 
+def _remote_path(partner: PartnerConfig, key: str) -> str:
+    try:
+        return f"{partner.remote_dir.rstrip('/')}/{decode_partition_key(key)}"
+    except UnicodeDecodeError:
+        return key
+
+
 def _relative_path(partner: PartnerConfig, key: str) -> str:
     try:
         return decode_partition_key(key)
@@ -105,9 +114,14 @@ def _object_check(partner: PartnerConfig, key: str, client, bucket: str, s3_key:
 
 
 def _expansion_check(partner: PartnerConfig, key: str, client, bucket: str, archive_key: str) -> AssetCheckEvaluation:
-    passed, details = verify_expansion(client, bucket=bucket, archive_key=archive_key)
-    description = (f"{details['entries_found']} of {details['entries_expected']} entries and "
-                   f"{details['bytes_found']} of {details['bytes_expected']} bytes are under the expansion prefix")
+    try:
+        passed, details = verify_expansion(client, bucket=bucket, archive_key=archive_key)
+        description = (f"{details['entries_found']} of {details['entries_expected']} entries and "
+                       f"{details['bytes_found']} of {details['bytes_expected']} bytes are under the expansion "
+                       "prefix")
+    except (zipfile.BadZipFile, ValueError, OSError, ClientError, BotoCoreError) as exc:
+        passed, details = False, {}
+        description = f"the archive cannot be checked ({type(exc).__name__}: {exc}); it was not expanded"
     return AssetCheckEvaluation(
         asset_key=contents_asset_key(partner), check_name=EXPANSION_CHECK, passed=passed, partition=key,
         severity=AssetCheckSeverity.ERROR, description=description, metadata=details)
@@ -207,24 +221,30 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
         link = idle.get()
         try:
             return _land_one(partner, landing, link, client, key, wants_check, wants_contents, wants_expansion_check)
+        except Exception as exc:  # a bug or an untranslated library error: this file fails, the run goes on
+            return _FileOutcome(failures=[PartnerIngestError(
+                f"unexpected {type(exc).__name__} while landing it: {exc}", partner=partner.name,
+                path=_remote_path(partner, key), action="the run can be retried; report this if it repeats")])
         finally:
             idle.put(link)
 
     failures: list[PartnerIngestError] = []
     waiting_for_action: list[str] = []
+    pool = ThreadPoolExecutor(max_workers=len(links), thread_name_prefix=f"{partner.name}-sftp")
     try:
-        with ThreadPoolExecutor(max_workers=len(links), thread_name_prefix=f"{partner.name}-sftp") as pool:
-            for future in as_completed([pool.submit(work, key) for key in keys]):
-                outcome = future.result()
-                for line in outcome.info:
-                    context.log.info(line)
-                for failure in outcome.failures:
-                    context.log.error(str(failure))
-                failures.extend(outcome.failures)
-                if outcome.waiting_for_action:
-                    waiting_for_action.append(outcome.waiting_for_action)
-                yield from outcome.events
+        for future in as_completed([pool.submit(work, key) for key in keys]):
+            outcome = future.result()
+            for line in outcome.info:
+                context.log.info(line)
+            for failure in outcome.failures:
+                context.log.error(str(failure))
+            failures.extend(outcome.failures)
+            if outcome.waiting_for_action:
+                waiting_for_action.append(outcome.waiting_for_action)
+            yield from outcome.events
     finally:
+        # A terminated run stops here: files not yet started are not started.
+        pool.shutdown(wait=True, cancel_futures=True)
         for link in links:
             link.close()
     if failures:
@@ -243,7 +263,8 @@ def _land_one(partner: PartnerConfig, landing: LandingConfig, link: PartnerLink,
     try:
         landed = land_file(link, client, bucket=landing.bucket, relative_path=_relative_path(partner, key))
     except PartnerIngestError as exc:
-        outcome.failures.append(exc)
+        outcome.failures.append(exc if exc.path else type(exc)(
+            exc.problem, partner=partner.name, path=_remote_path(partner, key), action=exc.action))
         return outcome
     outcome.info.append(
         f"{'landed' if landed.uploaded else 'already landed, nothing uploaded:'} "

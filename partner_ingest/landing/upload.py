@@ -76,7 +76,9 @@ class _Prefixed:
     def read(self, n: int = -1) -> bytes:
         if self._head:
             take = len(self._head) if n is None or n < 0 else min(n, len(self._head))
-            piece, self._head = bytes(self._head[:take]), self._head[take:]
+            piece = bytes(self._head[:take])
+            # Release the first read's buffer as soon as it is handed over, not at the end of the upload.
+            self._head = self._head[take:] if take < len(self._head) else memoryview(b"")
             if n is not None and 0 <= n == take:
                 return piece
             rest = self._source.read(-1 if n is None or n < 0 else n - take)

@@ -12,6 +12,7 @@ own prefetch uses, because paramiko has no public API for a bounded pipeline.
 
 from __future__ import annotations
 
+import contextlib
 from collections import deque
 
 import paramiko
@@ -88,7 +89,10 @@ class PipelinedReader:
             taken += len(piece)
         self._ready_bytes -= taken
         self._offset += taken
-        self._fill_pipeline()
+        # These bytes are the caller's now: a link error while topping up the pipeline must not lose
+        # them. The next read tops up first and raises there, before anything is consumed.
+        with contextlib.suppress(OSError, EOFError, paramiko.SSHException):
+            self._fill_pipeline()
         return b"".join(pieces)
 
     def resume(self, sftp: paramiko.SFTPClient, handle: bytes) -> None:
