@@ -51,14 +51,19 @@ def apply_after_landing(link: PartnerLink, landed: LandedFile) -> AfterLandingOu
     if now != landed.version:
         return AfterLandingOutcome("skipped", f"the partner replaced it ({landed.version.token} -> {now.token}); "
                                               "the new version is ingested on its own")
+    marker = path + partner.stability.done_marker if partner.stability.done_marker else None
     try:
         if partner.after_landing == "delete":
             sftp.remove(path)
+            if marker and _exists(sftp, marker):
+                sftp.remove(marker)  # the partner's next upload of this name needs a new marker
             return AfterLandingOutcome("deleted", path)
         assert partner.archive_dir is not None
         target = _free_name(sftp, archive_path(partner.archive_dir, landed.relative_path))
         _makedirs(sftp, posixpath.dirname(target))
         sftp.rename(path, target)
+        if marker and _exists(sftp, marker):
+            sftp.rename(marker, _free_name(sftp, target + (partner.stability.done_marker or "")))
         return AfterLandingOutcome("moved", target)
     except (OSError, paramiko.SSHException) as exc:
         raise _failed(partner.name, path, partner.after_landing, exc) from None

@@ -138,10 +138,17 @@ class PartnerConfig(_Strict):
         unit = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days"}[self.expect_every[-1]]
         return timedelta(**{unit: int(self.expect_every[:-1])})
 
+    @field_validator("archive_dir")
+    @classmethod
+    def _archive_dir_is_normalized(cls, archive_dir: str | None) -> str | None:
+        return posixpath.normpath(archive_dir) if archive_dir else archive_dir
+
     @model_validator(mode="after")
     def _archive_dir_when_moving(self) -> PartnerConfig:
         if self.after_landing == "move" and not self.archive_dir:
             raise ValueError("after_landing: move needs archive_dir")
+        if self.archive_dir and posixpath.normpath(self.archive_dir) == posixpath.normpath(self.remote_dir):
+            raise ValueError("archive_dir must not be remote_dir itself")
         return self
 
 

@@ -119,8 +119,13 @@ def plan_ingestion(
     existing_keys: Callable[[], Sequence[str]],
     cursor: SensorCursor,
     now: int,
+    last_landed: Mapping[str, int] | None = None,
 ) -> Plan:
+    """``failed_attempts``: partition → storage id of its latest failed attempt; ``last_landed``:
+    partition → storage id of its latest materialization (needed with delete/move, whose retries
+    land nothing new). Both go into run keys, so a retry never collides with the run it retries."""
     limits = partner.limits
+    attempt_ids = {**(last_landed or {}), **failed_attempts}
     candidates, awaiting_action = [], []
     for entry in listing.files:
         key = encode_partition_key(entry.relative_path)
@@ -135,7 +140,10 @@ def plan_ingestion(
     candidates = [c for c in candidates if c.key not in in_progress]
 
     stable, waiting, first_seen = _stable(partner, listing, candidates, cursor.first_seen, now)
-    stable = sorted(stable + awaiting_action, key=lambda c: c.key)
+    # Files never attempted come first, so files that keep failing (or keep refusing their delete/move)
+    # cannot take a tick's whole budget and starve new ones.
+    stable = sorted(stable, key=lambda c: (c.key in failed_attempts, c.key)) + sorted(
+        awaiting_action, key=lambda c: c.key)
     taken, deferred = stable[: limits.max_partitions_per_tick], len(stable) - limits.max_partitions_per_tick
 
     new_keys: list[str] = []
@@ -146,16 +154,16 @@ def plan_ingestion(
         new = [c for c in taken if c.key not in order]
         old = sorted((c for c in taken if c.key in order), key=lambda c: order[c.key])
         new_keys = [c.key for c in new]
-        runs.extend(_cut(partner, new, failed_attempts))
+        runs.extend(_cut(partner, new, attempt_ids))
         short = []
         for group in _consecutive(old, order):
             if len(group) >= min(MIN_RANGE_OF_EXISTING, limits.max_files_per_run):
-                runs.extend(_cut(partner, group, failed_attempts))
+                runs.extend(_cut(partner, group, attempt_ids))
             else:
                 short.append(group)
         if len(short) <= MAX_SCATTERED_RUNS:
             for group in short:
-                runs.extend(_cut(partner, group, failed_attempts))
+                runs.extend(_cut(partner, group, attempt_ids))
         else:
             regroup = [c.key for group in short for c in group]
     return Plan(new_keys=new_keys, runs=runs, cursor=SensorCursor(first_seen, cursor.problems_digest),
@@ -168,7 +176,9 @@ def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidat
             now: int) -> tuple[list[_Candidate], int, dict[bytes, int]]:
     rule = partner.stability
     if rule.done_marker:
-        ready = [c for c in candidates if c.entry.relative_path + rule.done_marker in listing.markers]
+        # The marker must be at least as new as the file: yesterday's marker does not vouch for today's file.
+        ready = [c for c in candidates
+                 if listing.markers.get(c.entry.relative_path + rule.done_marker, -1) >= c.entry.mtime]
         return ready, len(candidates) - len(ready), {}
     if rule.min_age_seconds == 0:
         return candidates, 0, {}

@@ -69,6 +69,8 @@ def test_failed_move_fails_the_run_and_is_retried_without_landing_again(make_par
         archive.chmod(0o755)
         retry = driver.tick()
         assert sorted(k for r in retry.run_requests for k in driver.keys_of(r)) == ["a.csv", "b.csv"]
+        # A new run key: the daemon drops run keys it has used, so reusing the first run's would never retry.
+        assert {r.run_key for r in retry.run_requests}.isdisjoint({r.run_key for r in first.run_requests})
         assert all(r.success for r in driver.launch(retry.run_requests))
         assert sorted(p.name for p in archive.iterdir()) == ["a.csv", "b.csv"]
         assert len(s3.list_object_versions(Bucket=rig.landing.bucket)["Versions"]) == 2  # not landed again
@@ -90,3 +92,27 @@ def test_replaced_file_is_not_deleted(make_partner):
         path.write_bytes(b"version 2 is longer")
         outcome = apply_after_landing(link, landed)
     assert outcome.action == "skipped" and path.exists()
+
+
+def test_delete_takes_the_done_marker_with_it(make_partner):
+    rig = make_partner(after_landing="delete", stability={"done_marker": ".done"})
+    data = rig.write("x.csv", b"x")
+    marker = rig.write("x.csv.done", b"")
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["x.csv"])
+    assert result.success and not data.exists() and not marker.exists()
+
+
+def test_archive_dir_written_unnormalized_is_still_never_listed(make_partner):
+    rig = make_partner(stability={"min_age_seconds": 0})
+    partner = rig.partner.model_copy(update={"after_landing": "move", "remote_dir": f"{rig.tree}/./",
+                                             "archive_dir": "done"})
+    partner = type(partner).model_validate(partner.model_dump())  # normalised by the config validators
+    rig.write("a.csv", b"a")
+    rig.write("done/old.csv", b"archived earlier")
+    config = rig.config.model_copy(update={"partners": [partner]})
+    from dagster import instance_for_test as _instance
+
+    with _instance() as instance:
+        driver = SensorDriver(config, instance)
+        data = driver.tick()
+        assert [k for r in data.run_requests for k in driver.keys_of(r)] == ["a.csv"]

@@ -344,7 +344,11 @@ def test_daemon_has_exactly_what_ecs_run_launcher_calls(services):
 def test_runs_write_the_landing_bucket_and_read_partner_secrets_only(services, partners_stack):
     doc = services["Resources"]["RunTaskRole"]["Properties"]["Policies"][0]["PolicyDocument"]
     actions = {a for s in statements(doc) for a in as_list(s["Action"])}
-    assert "s3:PutObject" in actions and not [a for a in actions if "Delete" in a]
+    assert "s3:PutObject" in actions
+    deletes = [s for s in statements(doc) if any("Delete" in a for a in as_list(s["Action"]))]
+    # Deleting is allowed only under archive expansion prefixes (clearing a re-expanded archive).
+    assert [as_list(s["Action"]) for s in deletes] == [["s3:DeleteObject"]]
+    assert all("*.unzipped/*" in json.dumps(r) for s in deletes for r in as_list(s["Resource"]))
     assert {a.split(":")[0] for a in actions} == {"s3", "kms"}
     s3_resources = [r for s in statements(doc) if as_list(s["Action"])[0].startswith("s3:")
                     for r in as_list(s["Resource"])]

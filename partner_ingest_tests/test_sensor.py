@@ -106,6 +106,7 @@ def test_done_marker_mode(driver_for, make_partner):
     driver = driver_for(rig)
     assert driver.tick().run_requests == []
     rig.write("x.csv.done", b"")
+    rig.write("y.csv.done", b"", mtime=time.time() - 3600)  # older than y.csv: vouches for an earlier y.csv
     data = driver.tick()
     assert _requested(driver, data) == ["x.csv"]
     assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == ["x.csv"]
@@ -228,3 +229,18 @@ def test_unreachable_partner_fails_its_tick_with_host_and_cause(driver_for, make
     text = str(err.value)
     assert f"partner '{rig.partner.name}'" in text and f"127.0.0.1:{rig.partner.port}" in text
     assert "Connection refused" in text and "What to do" in text
+
+
+def test_unsafe_and_reserved_names_are_reported_not_ingested(driver_for, make_partner, capfd):
+    rig = make_partner(stability={"min_age_seconds": 0}, unzip=True)
+    rig.write("ok.csv", b"ok")
+    rig.write("new\nline.csv", b"n")
+    rig.write("bell\x07.csv", b"b")
+    rig.write("back\\slash.csv", b"s")
+    rig.write("x.zip.unzipped/inner.csv", b"would collide with x.zip's expansion")
+    driver = driver_for(rig)
+    data = driver.tick()
+    assert _requested(driver, data) == ["ok.csv"]
+    warnings = capfd.readouterr().err
+    assert "new\\nline.csv" in warnings and "bell\\x07.csv" in warnings and "x.zip.unzipped" in warnings
+    assert "name not accepted" in warnings

@@ -5,6 +5,7 @@ the plan into a ``SensorResult``.
 """
 
 import hashlib
+import posixpath
 import time
 
 from dagster import (
@@ -21,6 +22,7 @@ from dagster import (
     sensor,
 )
 
+from partner_ingest.archives import EXPANSION_SUFFIX
 from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
@@ -39,16 +41,14 @@ def sensor_name(partner: PartnerConfig) -> str:
     return f"{partner.name}_files_sensor"
 
 
-def walk_excludes(partner: PartnerConfig) -> list[str]:
-    """The partner's excludes, plus ``archive_dir`` when it lies inside ``remote_dir`` (never re-ingest it)."""
-    excludes = list(partner.exclude)
-    if partner.archive_dir:
-        root = partner.remote_dir.rstrip("/") + "/"
-        archive = partner.archive_dir.rstrip("/")
-        if archive.startswith(root):
-            relative = archive[len(root):]
-            excludes += [relative, f"{relative}/**"]
-    return excludes
+def archive_dir_inside(partner: PartnerConfig) -> frozenset[str]:
+    """``archive_dir`` relative to ``remote_dir`` when it lies inside it: never listed, never re-ingested."""
+    if not partner.archive_dir:
+        return frozenset()
+    root = posixpath.normpath(partner.remote_dir)
+    archive = posixpath.normpath(posixpath.join(root, partner.archive_dir))
+    relative = posixpath.relpath(archive, root)
+    return frozenset() if relative == ".." or relative.startswith("../") else frozenset({relative})
 
 
 def run_requests(partner: PartnerConfig, plan: Plan, files_asset: AssetsDefinition) -> list[RunRequest]:
@@ -112,21 +112,29 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
     def _files_sensor(context: SensorEvaluationContext, sftp: SftpResource):
         started = time.monotonic()
         cursor = SensorCursor.decode(context.cursor)
-        with sftp.open(partner) as session:
-            listing = walk(session, include=list(partner.include), exclude=walk_excludes(partner),
-                           recursive=partner.recursive, marker_suffix=partner.stability.done_marker)
-        listed = time.monotonic()
-        _report_problems(context, partner, listing, cursor)
+        # Dagster's state first, then the listing: a run finishing meanwhile then looks in flight or
+        # landed at worst, never "landed but still on the server".
+        storage = context.instance.event_log_storage
         materialized = {
             key: tags.get(DATA_VERSION_TAG, "")
-            for key, tags in context.instance.event_log_storage.get_latest_tags_by_partition(
+            for key, tags in storage.get_latest_tags_by_partition(
                 files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG]).items()
         }
         in_progress, failed = _attempts(context, partner)
+        last_landed = (storage.get_latest_storage_id_by_partition(
+            files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION)
+            if partner.after_landing != "leave" else {})
+        with sftp.open(partner) as session:
+            listing = walk(session, include=list(partner.include), exclude=list(partner.exclude),
+                           recursive=partner.recursive, marker_suffix=partner.stability.done_marker,
+                           skip_dirs=archive_dir_inside(partner),
+                           reserved_suffix=EXPANSION_SUFFIX.rstrip("/") if partner.unzip else None)
+        listed = time.monotonic()
+        _report_problems(context, partner, listing, cursor)
         plan = plan_ingestion(
             partner, listing, materialized_versions=materialized, in_progress=in_progress, failed_attempts=failed,
             existing_keys=lambda: context.instance.get_dynamic_partitions(partitions_name(partner)),
-            cursor=cursor, now=int(time.time()))
+            cursor=cursor, now=int(time.time()), last_landed=last_landed)
         context.log.info(
             f"partner '{partner.name}': {len(listing.files)} files in {listing.directories} directories listed in "
             f"{listed - started:.1f}s; {plan.candidates} new or changed, {plan.waiting_for_stability} not yet "

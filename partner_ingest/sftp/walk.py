@@ -7,6 +7,7 @@ tree is still listed. The walk is bounded by ``max_entries`` and ``max_depth``.
 
 from __future__ import annotations
 
+import re
 import stat
 from collections import deque
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ class RemoteEntry:
 @dataclass
 class Listing:
     files: list[RemoteEntry] = field(default_factory=list)
-    markers: set[str] = field(default_factory=set)         # relative paths of done-marker files
+    markers: dict[str, int] = field(default_factory=dict)  # done-marker files: relative path -> mtime
     skipped: list[str] = field(default_factory=list)       # not regular files: "path (symlink)"
     unreadable: list[str] = field(default_factory=list)    # directories we could not list: "path (why)"
     directories: int = 0
@@ -46,9 +47,19 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
+_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+
+
 def walk(session: SftpSession, *, include: list[str], exclude: list[str], recursive: bool,
-         marker_suffix: str | None = None, max_entries: int = 2_000_000, max_depth: int = 64) -> Listing:
-    """Breadth-first listing of ``remote_dir``; done-marker files are collected apart, never as files."""
+         marker_suffix: str | None = None, skip_dirs: frozenset[str] = frozenset(),
+         reserved_suffix: str | None = None, max_entries: int = 2_000_000, max_depth: int = 64) -> Listing:
+    """Breadth-first listing of ``remote_dir``; done-marker files are collected apart, never as files.
+
+    ``skip_dirs`` (relative paths) are never entered (the partner's archive_dir). Names a server should
+    never send — control characters, ``/`` or ``\\`` inside a name — and names ending in
+    ``reserved_suffix`` (where archives expand) are reported, not ingested: they would make S3 keys
+    ambiguous or collide with expanded archives.
+    """
     partner = session.partner
     wanted = PathFilter(include, exclude)
     root = partner.remote_dir
@@ -83,12 +94,16 @@ def walk(session: SftpSession, *, include: list[str], exclude: list[str], recurs
             name = attrs.filename
             relative = f"{relative_dir}/{name}" if relative_dir else name
             mode = attrs.st_mode or 0
+            if _UNSAFE_NAME.search(name) or (reserved_suffix and name.endswith(reserved_suffix)):
+                listing.skipped.append(f"{absolute.rstrip('/')}/{name!r} (name not accepted: control characters, "
+                                       f"a slash or the reserved suffix '{reserved_suffix or ''}')")
+                continue
             if stat.S_ISDIR(mode):
-                if recursive and depth + 1 < max_depth and wanted.walks_dir(relative):
+                if recursive and depth + 1 < max_depth and relative not in skip_dirs and wanted.walks_dir(relative):
                     queue.append((relative, depth + 1))
             elif stat.S_ISREG(mode):
                 if marker_suffix and name.endswith(marker_suffix):
-                    listing.markers.add(relative)
+                    listing.markers[relative] = int(attrs.st_mtime or 0)
                 elif wanted.wants_file(relative):
                     listing.files.append(RemoteEntry(relative, attrs.st_size or 0, int(attrs.st_mtime or 0)))
             elif wanted.wants_file(relative):
