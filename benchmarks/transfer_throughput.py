@@ -319,20 +319,6 @@ class Rig:
             time.sleep(0.02)
 
 
-def write_random(path: Path, size: int) -> str:
-    """Incompressible content, readable by the test users; returns its SHA-256."""
-    digest = hashlib.sha256()
-    with path.open("wb") as out:
-        remaining = size
-        while remaining:
-            block = os.urandom(min(remaining, 8 * MiB))
-            digest.update(block)
-            out.write(block)
-            remaining -= len(block)
-    path.chmod(0o644)
-    return digest.hexdigest()
-
-
 def run_command(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, what: str) -> str:
     """Run ``cmd`` in its own process group; kill that group by its id on timeout or interrupt."""
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
@@ -590,6 +576,7 @@ def case_small_rclone(rig: Rig, s3: Any, run: int) -> Sample:
 
 
 def prepare(args: argparse.Namespace, sshd: Any, moto: Any, scratch: Path) -> Rig:
+    from partner_ingest_tests.harness.files import write_random
     from partner_ingest_tests.harness.sshd import KEY_USER, make_tree_dir
 
     tree = make_tree_dir(sshd, "bench")

@@ -24,27 +24,15 @@ from partner_ingest.defs.resources import default_resources
 from partner_ingest.errors import RemoteFileChangedError
 from partner_ingest.partition_keys import encode_partition_key
 from partner_ingest.transfer import land_file
+from partner_ingest_tests.harness.files import write_random
 
 MiB = 1024 * 1024
-
-
-def _write_random(path: Path, size: int) -> str:
-    digest = hashlib.sha256()
-    with path.open("wb") as out:
-        remaining = size
-        while remaining:
-            block = os.urandom(min(remaining, 8 * MiB))
-            digest.update(block)
-            out.write(block)
-            remaining -= len(block)
-    path.chmod(0o644)
-    return digest.hexdigest()
 
 
 def test_200_mib_file_lands_with_matching_sha256_and_flat_memory(make_partner, s3, tmp_path, capsys):
     rig = make_partner()
     rig.tree.joinpath("big").mkdir(mode=0o755)
-    expected = _write_random(rig.tree / "big" / "200MiB.bin", 200 * MiB)
+    expected = write_random(rig.tree / "big" / "200MiB.bin", 200 * MiB)
     (rig.tree / "small.csv").write_bytes(b"x" * 1024)
     (rig.tree / "small.csv").chmod(0o644)
 
@@ -116,7 +104,7 @@ def test_file_changing_during_a_multipart_upload_aborts_it(make_partner, s3):
     """The partner appends while we read: nothing lands, no multipart upload stays open."""
     rig = make_partner()
     path = rig.tree / "growing.bin"
-    _write_random(path, 48 * MiB)
+    write_random(path, 48 * MiB)
     bucket = rig.landing.bucket
     appended = threading.Event()
 
@@ -150,7 +138,7 @@ def test_reader_keeps_requests_in_flight_bounded(make_partner):
     from partner_ingest.sftp.reader import PipelinedReader
 
     rig = make_partner()
-    expected = _write_random(rig.tree / "f.bin", 20 * MiB + 12345)
+    expected = write_random(rig.tree / "f.bin", 20 * MiB + 12345)
     with default_resources()["sftp"].open(rig.partner) as session:
         handle = session.sftp.open(f"{rig.tree}/f.bin", "rb")
         reader = PipelinedReader(session.sftp, handle.handle, size=20 * MiB + 12345, max_in_flight=8)
