@@ -139,7 +139,7 @@ def plan_ingestion(
     busy = [c for c in candidates if c.key in in_progress]
     candidates = [c for c in candidates if c.key not in in_progress]
 
-    stable, waiting, first_seen = _stable(partner, listing, candidates, cursor.first_seen, now)
+    stable, waiting, first_seen = _stable(partner, listing, candidates, cursor.first_seen, now, busy)
     # Files never attempted come first, so files that keep failing (or keep refusing their delete/move)
     # cannot take a tick's whole budget and starve new ones.
     stable = sorted(stable, key=lambda c: (c.key in failed_attempts, c.key)) + sorted(
@@ -173,7 +173,7 @@ def plan_ingestion(
 
 
 def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidate], seen: Mapping[bytes, int],
-            now: int) -> tuple[list[_Candidate], int, dict[bytes, int]]:
+            now: int, in_flight: list[_Candidate]) -> tuple[list[_Candidate], int, dict[bytes, int]]:
     rule = partner.stability
     if rule.done_marker:
         # The marker must be at least as new as the file: yesterday's marker does not vouch for today's file.
@@ -196,6 +196,10 @@ def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidat
             tracked[fp] = first
             if now - first >= rule.min_age_seconds:
                 ready.append(candidate)
+    for candidate in in_flight:  # if their run fails they are retried without a second wait
+        fp = _fingerprint(candidate.key, candidate.token)
+        if fp in seen:
+            tracked[fp] = seen[fp]
     for fp in unseen[: max(capacity - len(tracked), 0)]:
         tracked[fp] = now
     return ready, len(candidates) - len(ready), tracked
