@@ -41,6 +41,10 @@ from partner_ingest.partition_keys import encode_partition_key
 from partner_ingest.sftp.walk import Listing, RemoteEntry
 
 _FP = struct.Struct(">8sI")
+_RETRY = struct.Struct(">8sQHI")
+# A file that fails again waits interval x 2^(failures - 2) before its next try (the first retry is
+# immediate), at most this long: a permanently broken file costs a run every few hours, not every tick.
+MAX_RETRY_DELAY_SECONDS = 6 * 3600
 # Existing partitions needing a run (changed or failed files) are ranged directly only in consecutive
 # runs at least this long; scattered ones are deleted and re-added sorted on the next tick.
 MIN_RANGE_OF_EXISTING = 20
@@ -58,14 +62,22 @@ def _fingerprint(key: str, token: str) -> bytes:
 
 @dataclass
 class SensorCursor:
-    """Everything a partner's sensor carries between ticks; a few tens of KiB at most."""
+    """Everything a partner's sensor carries between ticks; a few tens of KiB at most.
+
+    ``first_seen``: fingerprint -> when that (path, size, mtime) was first listed.
+    ``retries``: fingerprint -> (id of the failed attempt last counted, consecutive failures, retry not
+    before), for files whose runs (or delete/move) keep failing.
+    """
 
     first_seen: dict[bytes, int] = field(default_factory=dict)
     problems_digest: str = ""
+    retries: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
 
     def encode(self) -> str:
-        packed = b"".join(_FP.pack(fp, ts) for fp, ts in sorted(self.first_seen.items()))
-        return json.dumps({"v": 1, "seen": base64.b64encode(packed).decode(), "problems": self.problems_digest})
+        seen = b"".join(_FP.pack(fp, ts) for fp, ts in sorted(self.first_seen.items()))
+        retries = b"".join(_RETRY.pack(fp, *state) for fp, state in sorted(self.retries.items()))
+        return json.dumps({"v": 1, "seen": base64.b64encode(seen).decode(), "problems": self.problems_digest,
+                           "retries": base64.b64encode(retries).decode()})
 
     @classmethod
     def decode(cls, text: str | None) -> SensorCursor:
@@ -75,7 +87,10 @@ class SensorCursor:
             data = json.loads(text)
             packed = base64.b64decode(data.get("seen", ""))
             seen = dict(_FP.iter_unpack(packed)) if len(packed) % _FP.size == 0 else {}
-            return cls(first_seen=seen, problems_digest=str(data.get("problems", "")))
+            packed = base64.b64decode(data.get("retries", ""))
+            retries = ({fp: (attempt, failures, after) for fp, attempt, failures, after in _RETRY.iter_unpack(packed)}
+                       if len(packed) % _RETRY.size == 0 else {})
+            return cls(first_seen=seen, problems_digest=str(data.get("problems", "")), retries=retries)
         except (ValueError, TypeError, struct.error):
             return cls()  # an unreadable cursor only costs one extra stability wait
 
@@ -93,6 +108,7 @@ class Plan:
     runs: list[RunBatch]
     cursor: SensorCursor
     regroup_keys: list[str] = field(default_factory=list)
+    backing_off: int = 0
     candidates: int = 0
     waiting_for_stability: int = 0
     in_progress: int = 0
@@ -140,6 +156,10 @@ def plan_ingestion(
     candidates = [c for c in candidates if c.key not in in_progress]
 
     stable, waiting, first_seen = _stable(partner, listing, candidates, cursor.first_seen, now, busy)
+    retried = {c.key for c in stable if c.key in failed_attempts} | {c.key for c in awaiting_action}
+    retries, backing_off = _back_off(partner, stable + awaiting_action, retried, attempt_ids, cursor.retries, now)
+    stable = [c for c in stable if c.key not in backing_off]
+    awaiting_action = [c for c in awaiting_action if c.key not in backing_off]
     # Files never attempted come first, so files that keep failing (or keep refusing their delete/move)
     # cannot take a tick's whole budget and starve new ones.
     stable = sorted(stable, key=lambda c: (c.key in failed_attempts, c.key)) + sorted(
@@ -166,8 +186,8 @@ def plan_ingestion(
                 runs.extend(_cut(partner, group, attempt_ids))
         else:
             regroup = [c.key for group in short for c in group]
-    return Plan(new_keys=new_keys, runs=runs, cursor=SensorCursor(first_seen, cursor.problems_digest),
-                regroup_keys=regroup,
+    return Plan(new_keys=new_keys, runs=runs, cursor=SensorCursor(first_seen, cursor.problems_digest, retries),
+                regroup_keys=regroup, backing_off=len(backing_off),
                 candidates=len(candidates) + len(busy), waiting_for_stability=waiting, in_progress=len(busy),
                 deferred=max(deferred, 0))
 
@@ -203,6 +223,29 @@ def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidat
     for fp in unseen[: max(capacity - len(tracked), 0)]:
         tracked[fp] = now
     return ready, len(candidates) - len(ready), tracked
+
+
+def _back_off(partner: PartnerConfig, candidates: list[_Candidate], retried: set[str], attempt_ids: Mapping[str, int],
+              previous: Mapping[bytes, tuple[int, int, int]], now: int
+              ) -> tuple[dict[bytes, tuple[int, int, int]], set[str]]:
+    """Count consecutive failures per file version and hold back those not yet due for another try."""
+    state: dict[bytes, tuple[int, int, int]] = {}
+    waiting: set[str] = set()
+    capacity = 2 * partner.limits.max_partitions_per_tick
+    for candidate in candidates:
+        if candidate.key not in retried or len(state) >= capacity:
+            continue
+        fp = _fingerprint(candidate.key, candidate.token)
+        attempt = attempt_ids.get(candidate.key, 0)
+        counted, failures, not_before = previous.get(fp, (0, 0, 0))
+        if counted != attempt:  # a failure not counted yet
+            failures += 1
+            delay = 0 if failures < 2 else partner.sensor.interval_seconds * 2 ** (failures - 2)
+            not_before = now + min(delay, MAX_RETRY_DELAY_SECONDS)
+        state[fp] = (attempt, min(failures, 65_535), not_before)
+        if now < not_before:
+            waiting.add(candidate.key)
+    return state, waiting
 
 
 def _consecutive(candidates: list[_Candidate], order: Mapping[str, int]) -> list[list[_Candidate]]:

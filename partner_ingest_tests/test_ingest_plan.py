@@ -62,3 +62,23 @@ def test_run_keys_change_with_each_retry():
     same = _plan(partner, files, failed_attempts={"a.csv": 10}, **existing).runs[0].run_key
     retry = _plan(partner, files, failed_attempts={"a.csv": 11}, **existing).runs[0].run_key
     assert first == same != retry
+
+
+def test_files_that_keep_failing_back_off_exponentially():
+    partner = _partner(stability={"min_age_seconds": 0}, sensor={"interval_seconds": 60})
+    files = [("bad.csv", 1, 1), ("good.csv", 1, 1)]
+    existing = {"existing_keys": lambda: ["bad.csv", "good.csv"]}
+
+    def tick(attempt, now, cursor):
+        plan = _plan(partner, files, failed_attempts={"bad.csv": attempt}, cursor=cursor, now=now,
+                     materialized_versions={"good.csv": "1-1"}, **existing)
+        return [k for b in plan.runs for k in b.keys], SensorCursor.decode(plan.cursor.encode())
+
+    requested, cursor = tick(10, 1000, SensorCursor())
+    assert requested == ["bad.csv"]                 # first failure: retried at once
+    requested, cursor = tick(11, 1001, cursor)      # second failure: waits one interval (due at 1061)
+    assert requested == []
+    assert tick(11, 1060, cursor)[0] == [] and tick(11, 1061, cursor)[0] == ["bad.csv"]
+    requested, cursor = tick(12, 1062, cursor)      # third failure: two intervals (due at 1182)
+    assert requested == []
+    assert tick(12, 1181, cursor)[0] == [] and tick(12, 1182, cursor)[0] == ["bad.csv"]

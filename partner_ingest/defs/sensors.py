@@ -139,7 +139,8 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
             f"partner '{partner.name}': {len(listing.files)} files in {listing.directories} directories listed in "
             f"{listed - started:.1f}s; {plan.candidates} new or changed, {plan.waiting_for_stability} not yet "
             f"stable, {plan.in_progress} in flight, {len(plan.new_keys)} partitions added, {len(plan.regroup_keys)} "
-            f"scattered changed partitions re-added next tick, {len(plan.runs)} runs "
+            f"scattered changed partitions re-added next tick, {plan.backing_off} failing files backing off, "
+            f"{len(plan.runs)} runs "
             f"requested, {plan.deferred} left for the next tick ({time.monotonic() - started:.1f}s)")
         if listing.truncated:
             context.log.warning(f"partner '{partner.name}': listing stopped at its entry limit")
