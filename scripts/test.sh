@@ -12,6 +12,8 @@ missing=()
 [ -x /usr/sbin/sshd ] || missing+=(openssh-server)
 command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
+command -v pgrep >/dev/null 2>&1 || missing+=(procps)          # the tests check no process outlives them
+command -v useradd >/dev/null 2>&1 || missing+=(passwd)        # the sshd fixture's test accounts
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
