@@ -67,8 +67,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
-import subprocess
 import sys
 import time
 import uuid
@@ -454,21 +452,14 @@ def time_openssh_listing(sshd: Any, tree: Tree, scratch: Path, timeout: float) -
                "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
                "-o", "StrictHostKeyChecking=yes", "-o", "IdentitiesOnly=yes", "-o", "ConnectTimeout=15",
                "-P", str(sshd.port), f"{KEY_USER}@127.0.0.1"]
+        from partner_ingest_tests.harness.processes import run_in_own_group
+
         started = time.perf_counter()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        try:
-            out, err = proc.communicate(timeout=timeout)
-        except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.communicate(timeout=10)
-            raise
+        done = run_in_own_group(cmd, timeout=timeout)
         seconds = time.perf_counter() - started
-        if proc.returncode != 0:
-            raise RuntimeError(f"sftp exited with {proc.returncode}: {err[-2000:]}")
-        return seconds, out
+        if done.returncode != 0:
+            raise RuntimeError(f"sftp exited with {done.returncode}: {done.stderr[-2000:]}")
+        return seconds, done.stdout
 
     login_only, _ = run("pwd\n")
     batch = "".join(f"ls -l {tree.root / d if d else tree.root}\n" for d in tree.shape.directories())

@@ -321,19 +321,12 @@ class Rig:
 
 def run_command(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, what: str) -> str:
     """Run ``cmd`` in its own process group; kill that group by its id on timeout or interrupt."""
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
-                            start_new_session=True)
-    try:
-        output, _ = proc.communicate(timeout=timeout)
-    except BaseException:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.communicate(timeout=10)
-        raise
-    if proc.returncode != 0:
-        raise RuntimeError(f"{what} exited with {proc.returncode}: {' '.join(cmd)}\n{output[-3000:]}")
-    return output
+    from partner_ingest_tests.harness.processes import run_in_own_group
+
+    done = run_in_own_group(cmd, timeout=timeout, env=env, stderr=subprocess.STDOUT)
+    if done.returncode != 0:
+        raise RuntimeError(f"{what} exited with {done.returncode}: {' '.join(cmd)}\n{done.stdout[-3000:]}")
+    return done.stdout
 
 
 def sftp_command(rig: Rig, batch: str, *, verbose: bool = False) -> list[str]:

@@ -81,3 +81,19 @@ def _stop_group(proc: subprocess.Popen, timeout: float) -> None:
     proc.wait(timeout=timeout)
     while _group_alive(pgid) and time.monotonic() < deadline + timeout:
         time.sleep(0.1)
+
+
+def run_in_own_group(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None,
+                     stderr: int = subprocess.PIPE) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group; on timeout or interrupt kill that whole group by its id."""
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=stderr, text=True, env=env,
+                            start_new_session=True)
+    try:
+        out, err = proc.communicate(timeout=timeout)
+    except BaseException:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.communicate(timeout=10)
+        raise
+    return subprocess.CompletedProcess(cmd, proc.returncode, out, err)
