@@ -1,11 +1,13 @@
 """What happens to the remote file once its S3 object is verified: leave it, delete it, or move it to
-``archive_dir`` (keeping its relative path; a name clash gets a unique suffix).
+``archive_dir`` (resolved inside ``remote_dir`` unless absolute, keeping the relative path, never leaving
+the archive directory; a name clash gets a unique suffix). Done markers and sidecars follow their file.
 
 The action runs only for a file whose landing was verified (size read back, SHA-256 tag written), and
-only if the remote file is still the version that landed: a partner that already replaced it with a
-new version keeps its new file. A failed action is an error, never a warning: the run fails naming the
-files still waiting, and the sensor asks for them again; the retry finds them landed and only redoes
-the action.
+only if the remote file is still the version that landed (``lstat``: a link is never acted on; a file
+"already landed" was re-read and proven equal to the landed object before this runs): a partner that
+already replaced it with a new version keeps its new file. A failed action is an error, never a
+warning: the run fails naming the files still waiting, and the sensor asks for them again; the retry
+finds them landed and only redoes the action.
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from dataclasses import dataclass
 
 import paramiko
 
-from partner_ingest.errors import AfterLandingError
+from partner_ingest.errors import AfterLandingError, PartnerIngestError
+from partner_ingest.partition_keys import encode_partition_key, relative_path_of_key
 from partner_ingest.sftp.link import PartnerLink
-from partner_ingest.transfer import LandedFile, RemoteVersion
+from partner_ingest.sftp.remote_file import version_of
+from partner_ingest.transfer import LandedFile
 
 
 @dataclass(frozen=True)
@@ -31,8 +35,13 @@ class AfterLandingOutcome:
         return f"{self.action}: {self.detail}" if self.detail else self.action
 
 
-def archive_path(archive_dir: str, relative_path: str) -> str:
-    return posixpath.join(archive_dir.rstrip("/") or "/", relative_path)
+def archive_path(archive_root: str, relative_path: str) -> str:
+    """Where a moved file goes: always inside ``archive_root``, whatever the relative path claims."""
+    try:
+        safe = relative_path_of_key(encode_partition_key(relative_path))
+    except ValueError as exc:
+        raise ValueError(f"'{relative_path}' cannot be moved into the archive: {exc}") from None
+    return posixpath.join(archive_root.rstrip("/") or "/", safe)
 
 
 def apply_after_landing(link: PartnerLink, landed: LandedFile) -> AfterLandingOutcome:
@@ -42,29 +51,44 @@ def apply_after_landing(link: PartnerLink, landed: LandedFile) -> AfterLandingOu
     sftp = link.session.sftp
     path = landed.remote_path
     try:
-        attrs = sftp.stat(path)
+        attrs = sftp.lstat(path)
     except FileNotFoundError:
         return AfterLandingOutcome("skipped", "the remote file is already gone")
     except (OSError, paramiko.SSHException) as exc:
         raise _failed(partner.name, path, partner.after_landing, exc) from None
-    now = RemoteVersion(size=attrs.st_size or 0, mtime=int(attrs.st_mtime or 0))
-    if now != landed.version:
-        return AfterLandingOutcome("skipped", f"the partner replaced it ({landed.version.token} -> {now.token}); "
+    if attrs.st_mode is not None and not stat.S_ISREG(attrs.st_mode):
+        return AfterLandingOutcome("skipped", "the path is no longer a regular file (never followed or removed)")
+    now = version_of(attrs)
+    if now is None or now != landed.version:
+        found = now.token if now else "no size"
+        return AfterLandingOutcome("skipped", f"the partner replaced it ({landed.version.token} -> {found}); "
                                               "the new version is ingested on its own")
-    marker = path + partner.stability.done_marker if partner.stability.done_marker else None
+    # Companions follow their file: the partner's next upload of this name needs a new marker/sidecar.
+    suffixes = [s for s in (partner.stability.done_marker,
+                            partner.source_checksums.sidecar if partner.source_checksums else None) if s]
     try:
         if partner.after_landing == "delete":
             sftp.remove(path)
-            if marker and _exists(sftp, marker):
-                sftp.remove(marker)  # the partner's next upload of this name needs a new marker
+            for suffix in suffixes:
+                if _exists(sftp, path + suffix):
+                    sftp.remove(path + suffix)
             return AfterLandingOutcome("deleted", path)
-        assert partner.archive_dir is not None
-        target = _free_name(sftp, archive_path(partner.archive_dir, landed.relative_path))
+        assert partner.archive_root is not None
+        try:
+            wanted = archive_path(partner.archive_root, landed.relative_path)
+        except ValueError as exc:
+            raise AfterLandingError(str(exc), partner=partner.name, path=path,
+                                    action="nothing was moved; this path did not come from the partner's sensor"
+                                    ) from None
+        target = _free_name(sftp, wanted)
         _makedirs(sftp, posixpath.dirname(target))
         sftp.rename(path, target)
-        if marker and _exists(sftp, marker):
-            sftp.rename(marker, _free_name(sftp, target + (partner.stability.done_marker or "")))
+        for suffix in suffixes:
+            if _exists(sftp, path + suffix):
+                sftp.rename(path + suffix, _free_name(sftp, target + suffix))
         return AfterLandingOutcome("moved", target)
+    except PartnerIngestError:
+        raise
     except (OSError, paramiko.SSHException) as exc:
         raise _failed(partner.name, path, partner.after_landing, exc) from None
 

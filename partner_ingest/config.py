@@ -64,6 +64,9 @@ class RunLimits(_Strict):
     max_partitions_per_tick: Annotated[int, Field(ge=1, le=10_000)] = 2_000
     # Parallel SFTP sessions per run: small files are latency-bound. Partners often cap sessions per login.
     max_connections: Annotated[int, Field(ge=1, le=16)] = 4
+    # Content identity (change_detection: content, or a server without mtimes): bytes of already landed
+    # files the sensor re-reads per tick to compare digests; the rest wait for later ticks, in rotation.
+    max_content_check_bytes_per_tick: Annotated[int, Field(ge=1)] = 1024**3
 
 
 class ArchiveLimits(_Strict):
@@ -73,6 +76,29 @@ class ArchiveLimits(_Strict):
     max_total_bytes: Annotated[int, Field(ge=1)] = 10 * 1024**3
     max_ratio: Annotated[int, Field(ge=1, le=10_000)] = 200
     max_depth: Annotated[int, Field(ge=1, le=5)] = 2
+
+
+class SourceChecksums(_Strict):
+    """Where the partner publishes the digest of each file, so "verified" means equal to the partner's file.
+
+    ``sidecar``: a suffix; ``x.csv`` is checked against ``x.csv<suffix>`` (``<hex>`` or the
+    ``sha256sum`` line ``<hex>  x.csv``). ``manifest``: a file name looked up in each file's
+    directory, in ``sha256sum``/``md5sum`` format (``<hex>  <name>`` per line, ``*`` binary marker
+    allowed). The digest is read before the transfer; a mismatch aborts the upload. ``required``: a
+    file without a published digest waits for it (the sensor) and is refused (a run); when false it
+    lands unverified against the partner (``verified_against: none``).
+    """
+
+    sidecar: Annotated[str, Field(pattern=r"^\.[A-Za-z0-9._-]{1,32}$")] | None = None
+    manifest: Annotated[str, Field(pattern=r"^[^/\\\x00-\x1f]{1,255}$")] | None = None
+    algorithm: Literal["sha256", "sha512", "sha1", "md5"] = "sha256"
+    required: bool = True
+
+    @model_validator(mode="after")
+    def _one_source(self) -> SourceChecksums:
+        if (self.sidecar is None) == (self.manifest is None):
+            raise ValueError("set exactly one of 'sidecar' (a suffix such as '.sha256') or 'manifest' (a file name)")
+        return self
 
 
 class PartnerConfig(_Strict):
@@ -97,6 +123,8 @@ class PartnerConfig(_Strict):
     unzip_limits: ArchiveLimits = ArchiveLimits()
     after_landing: Literal["leave", "delete", "move"] = "leave"
     archive_dir: str | None = None
+    change_detection: Literal["metadata", "content"] = "metadata"
+    source_checksums: SourceChecksums | None = None
 
     @field_validator("host_keys")
     @classmethod
@@ -141,13 +169,27 @@ class PartnerConfig(_Strict):
     @field_validator("archive_dir")
     @classmethod
     def _archive_dir_is_normalized(cls, archive_dir: str | None) -> str | None:
-        return posixpath.normpath(archive_dir) if archive_dir else archive_dir
+        if not archive_dir:
+            return archive_dir
+        normalized = posixpath.normpath(archive_dir)
+        if not normalized.startswith("/") and (normalized == ".." or normalized.startswith("../")):
+            raise ValueError(f"'{archive_dir}' leaves remote_dir; a relative archive_dir is resolved inside "
+                             "remote_dir (write an absolute path for a directory elsewhere)")
+        return normalized
+
+    @property
+    def archive_root(self) -> str | None:
+        """``archive_dir`` as an absolute remote path: relative ones are resolved against ``remote_dir``,
+        in the listing (which prunes it), and in the move (which writes into it) alike."""
+        if not self.archive_dir:
+            return None
+        return posixpath.normpath(posixpath.join(self.remote_dir, self.archive_dir))
 
     @model_validator(mode="after")
     def _archive_dir_when_moving(self) -> PartnerConfig:
         if self.after_landing == "move" and not self.archive_dir:
             raise ValueError("after_landing: move needs archive_dir")
-        if self.archive_dir and posixpath.normpath(self.archive_dir) == posixpath.normpath(self.remote_dir):
+        if self.archive_root and self.archive_root == posixpath.normpath(self.remote_dir):
             raise ValueError("archive_dir must not be remote_dir itself")
         return self
 

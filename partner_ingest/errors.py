@@ -78,3 +78,11 @@ class AfterLandingError(PartnerIngestError):
 
 class ArchiveRejectedError(PartnerIngestError):
     """A landed archive was not expanded because it breaks a safety rule or limit."""
+
+
+class ServerMisbehavedError(PartnerIngestError):
+    """The partner's SFTP server answered outside the protocol, or without what verification needs."""
+
+
+class SourceChecksumError(PartnerIngestError):
+    """The digest the partner published for a file is missing, unreadable, or differs from its bytes."""

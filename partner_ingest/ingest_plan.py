@@ -39,6 +39,8 @@ from dataclasses import dataclass, field
 from partner_ingest.config import PartnerConfig
 from partner_ingest.partition_keys import encode_partition_key
 from partner_ingest.sftp.walk import Listing, RemoteEntry
+from partner_ingest.source_checksums import is_checksum_file
+from partner_ingest.versions import metadata_part, uses_content_identity, version_token
 
 _FP = struct.Struct(">8sI")
 _RETRY = struct.Struct(">8sQHI")
@@ -50,10 +52,6 @@ MAX_RETRY_DELAY_SECONDS = 6 * 3600
 MIN_RANGE_OF_EXISTING = 20
 # Up to this many short groups are simply run as they are (one changed file needs no extra tick).
 MAX_SCATTERED_RUNS = 2
-
-
-def version_token(size: int, mtime: int) -> str:
-    return f"{size}-{mtime}"
 
 
 def _fingerprint(key: str, token: str) -> bytes:
@@ -72,27 +70,33 @@ class SensorCursor:
     first_seen: dict[bytes, int] = field(default_factory=dict)
     problems_digest: str = ""
     retries: dict[bytes, tuple[int, int, int]] = field(default_factory=dict)
+    content_after: str = ""   # content identity: the last key whose remote bytes were hashed (rotation point)
+    reset: bool = field(default=False, compare=False)  # decoded from an unreadable cursor: say so once
 
     def encode(self) -> str:
         seen = b"".join(_FP.pack(fp, ts) for fp, ts in sorted(self.first_seen.items()))
         retries = b"".join(_RETRY.pack(fp, *state) for fp, state in sorted(self.retries.items()))
         return json.dumps({"v": 1, "seen": base64.b64encode(seen).decode(), "problems": self.problems_digest,
-                           "retries": base64.b64encode(retries).decode()})
+                           "retries": base64.b64encode(retries).decode(), "content_after": self.content_after})
 
     @classmethod
     def decode(cls, text: str | None) -> SensorCursor:
+        """Anything unreadable, including valid JSON that is not an object, starts afresh (``reset``)."""
         if not text:
             return cls()
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                return cls(reset=True)
             packed = base64.b64decode(data.get("seen", ""))
             seen = dict(_FP.iter_unpack(packed)) if len(packed) % _FP.size == 0 else {}
             packed = base64.b64decode(data.get("retries", ""))
             retries = ({fp: (attempt, failures, after) for fp, attempt, failures, after in _RETRY.iter_unpack(packed)}
                        if len(packed) % _RETRY.size == 0 else {})
-            return cls(first_seen=seen, problems_digest=str(data.get("problems", "")), retries=retries)
-        except (ValueError, TypeError, struct.error):
-            return cls()  # an unreadable cursor only costs one extra stability wait
+            return cls(first_seen=seen, problems_digest=str(data.get("problems", "")), retries=retries,
+                       content_after=str(data.get("content_after", ""))[:4096])
+        except (ValueError, TypeError, struct.error, AttributeError):
+            return cls(reset=True)  # an unreadable cursor only costs one extra stability wait
 
 
 @dataclass(frozen=True)
@@ -125,6 +129,41 @@ class _Candidate:
         return version_token(self.entry.size, self.entry.mtime)
 
 
+def _landed_state(partner: PartnerConfig, entry: RemoteEntry, materialized: str | None,
+                  content_digests: Mapping[str, str], key: str) -> str:
+    """"new", "landed" or "changed": the listing against the latest materialization's data version.
+
+    With a content identity (``change_detection: content``, or a server that sends no mtime), equal
+    size and mtime prove nothing: the remote bytes' digest (hashed by the sensor) decides; a file
+    whose bytes were not hashed this tick counts as landed until its turn comes.
+    """
+    if materialized is None:
+        return "new"
+    token = version_token(entry.size, entry.mtime)
+    if not uses_content_identity(partner.change_detection, entry.mtime):
+        return "landed" if materialized == token else "changed"
+    if metadata_part(materialized) != token:
+        return "changed"
+    digest = content_digests.get(key)
+    if digest is None:
+        return "landed"
+    return "landed" if materialized == version_token(entry.size, entry.mtime, digest) else "changed"
+
+
+def needs_content_check(partner: PartnerConfig, listing: Listing, materialized_versions: Mapping[str, str]
+                        ) -> list[tuple[str, RemoteEntry]]:
+    """Landed files whose size and mtime match but whose identity includes content: (key, entry), sorted."""
+    wanted = []
+    for entry in listing.files:
+        if not uses_content_identity(partner.change_detection, entry.mtime):
+            continue
+        key = encode_partition_key(entry.relative_path)
+        materialized = materialized_versions.get(key)
+        if materialized is not None and metadata_part(materialized) == version_token(entry.size, entry.mtime):
+            wanted.append((key, entry))
+    return sorted(wanted, key=lambda item: item[0])
+
+
 def plan_ingestion(
     partner: PartnerConfig,
     listing: Listing,
@@ -136,6 +175,7 @@ def plan_ingestion(
     cursor: SensorCursor,
     now: int,
     last_landed: Mapping[str, int] | None = None,
+    content_digests: Mapping[str, str] | None = None,
 ) -> Plan:
     """``failed_attempts``: partition → storage id of its latest failed attempt; ``last_landed``:
     partition → storage id of its latest materialization (needed with delete/move, whose retries
@@ -145,7 +185,7 @@ def plan_ingestion(
     candidates, awaiting_action = [], []
     for entry in listing.files:
         key = encode_partition_key(entry.relative_path)
-        if materialized_versions.get(key) != version_token(entry.size, entry.mtime):
+        if _landed_state(partner, entry, materialized_versions.get(key), content_digests or {}, key) != "landed":
             candidates.append(_Candidate(key, entry))
         elif partner.after_landing != "leave" and key not in in_progress:
             # Landed at this version but still on the server: its delete/move failed. Ask again; the
@@ -186,7 +226,8 @@ def plan_ingestion(
                 runs.extend(_cut(partner, group, attempt_ids))
         else:
             regroup = [c.key for group in short for c in group]
-    return Plan(new_keys=new_keys, runs=runs, cursor=SensorCursor(first_seen, cursor.problems_digest, retries),
+    next_cursor = SensorCursor(first_seen, cursor.problems_digest, retries, content_after=cursor.content_after)
+    return Plan(new_keys=new_keys, runs=runs, cursor=next_cursor,
                 regroup_keys=regroup, backing_off=len(backing_off),
                 candidates=len(candidates) + len(busy), waiting_for_stability=waiting, in_progress=len(busy),
                 deferred=max(deferred, 0))
@@ -195,13 +236,19 @@ def plan_ingestion(
 def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidate], seen: Mapping[bytes, int],
             now: int, in_flight: list[_Candidate]) -> tuple[list[_Candidate], int, dict[bytes, int]]:
     rule = partner.stability
+    checksums = partner.source_checksums
+    listed_candidates = len(candidates)
+    if checksums and checksums.required:
+        # A file whose published digest is not there yet is not complete from the partner's side.
+        listed = {e.relative_path for e in listing.files}
+        candidates = [c for c in candidates if is_checksum_file(checksums, c.entry.relative_path)
+                      or _checksum_listed(checksums, c.entry.relative_path, listed)]
     if rule.done_marker:
         # The marker must be at least as new as the file: yesterday's marker does not vouch for today's file.
-        ready = [c for c in candidates
-                 if listing.markers.get(c.entry.relative_path + rule.done_marker, -1) >= c.entry.mtime]
-        return ready, len(candidates) - len(ready), {}
+        ready = [c for c in candidates if _marker_vouches(listing, c.entry, rule.done_marker)]
+        return ready, listed_candidates - len(ready), {}
     if rule.min_age_seconds == 0:
-        return candidates, 0, {}
+        return candidates, listed_candidates - len(candidates), {}
     # Only fingerprints of current candidates survive (a changed or vanished file drops out). Files that
     # became stable stay tracked, so a deferred file or one whose run failed needs no second wait; new
     # sightings fill the remaining capacity, so the cursor never outgrows it.
@@ -222,7 +269,22 @@ def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidat
             tracked[fp] = seen[fp]
     for fp in unseen[: max(capacity - len(tracked), 0)]:
         tracked[fp] = now
-    return ready, len(candidates) - len(ready), tracked
+    return ready, listed_candidates - len(ready), tracked
+
+
+def _marker_vouches(listing: Listing, entry: RemoteEntry, suffix: str) -> bool:
+    path = entry.relative_path + suffix
+    if path not in listing.markers:
+        return False
+    marker_mtime = listing.markers[path]
+    return marker_mtime is None or entry.mtime is None or marker_mtime >= entry.mtime
+
+
+def _checksum_listed(rule, relative_path: str, listed: set[str]) -> bool:
+    if rule.sidecar:
+        return relative_path + rule.sidecar in listed
+    directory = relative_path.rsplit("/", 1)[0] if "/" in relative_path else ""
+    return (f"{directory}/{rule.manifest}" if directory else rule.manifest) in listed
 
 
 def _back_off(partner: PartnerConfig, candidates: list[_Candidate], retried: set[str], attempt_ids: Mapping[str, int],

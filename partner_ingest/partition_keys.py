@@ -26,3 +26,25 @@ def encode_partition_key(relative_path: str) -> str:
 
 def decode_partition_key(key: str) -> str:
     return unquote(key, encoding="utf-8", errors="strict")
+
+
+def relative_path_of_key(key: str) -> str:
+    """The remote path (relative to ``remote_dir``) a partition key stands for, or ValueError.
+
+    Keys are untrusted: anyone with the UI can add a dynamic partition. Only keys the sensor could
+    have produced: a relative path without empty, ``.`` or ``..`` segments or NUL, so no key can
+    reach outside ``remote_dir`` or the landing prefix (S3 keys escape other control characters).
+    """
+    try:
+        path = decode_partition_key(key)
+    except UnicodeDecodeError:
+        raise ValueError("it is not a percent-encoded UTF-8 path") from None
+    if not path:
+        raise ValueError("it is empty")
+    if path.startswith("/"):
+        raise ValueError("it decodes to an absolute path")
+    if "\x00" in path:
+        raise ValueError("it holds a NUL character")
+    if any(segment in ("", ".", "..") for segment in path.split("/")):
+        raise ValueError("it has an empty, '.' or '..' path segment")
+    return path

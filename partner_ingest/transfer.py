@@ -1,15 +1,22 @@
 """Move one remote file into S3 and report what happened. Knows nothing of Dagster.
 
 The remote file is read once, through a bounded pipeline, straight into boto3's transfer manager;
-its SHA-256 is computed on the way. Before the last byte is handed to S3 the remote file is stat'ed
-again: if its size or mtime moved, the read raises and the upload is aborted, so a file that was
-still being written never lands.
+its SHA-256 is computed on the way. Before the last byte is handed to S3 three things must hold, or
+the read raises and the upload is aborted (nothing lands under the key):
+
+* the server answers EOF at the stat'ed size (an under-reported size or a growing file is caught);
+* the path, ``lstat``'ed again, is still a regular file of the same size and mtime (a file still
+  being written, replaced, or swapped for a symlink never lands);
+* where the partner publishes a digest (sidecar or manifest), the bytes read match it.
+
+A file "already landed" at its version is not uploaded again; where that decision alone could lose
+data (``after_landing: delete|move`` would then remove the original, or the identity includes the
+content), the remote bytes are re-read and their SHA-256 compared with the landed object's first.
 """
 
 from __future__ import annotations
 
 import hashlib
-import stat
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,26 +33,28 @@ from partner_ingest.errors import (
     PartnerIngestError,
     RemoteFileChangedError,
     RemotePathError,
+    ServerMisbehavedError,
+    SourceChecksumError,
 )
 from partner_ingest.landing.keys import ascii_header_value, landing_key
 from partner_ingest.landing.upload import landing_error, read_sha256_tag, transfer_config, upload_stream
+from partner_ingest.partition_keys import encode_partition_key, relative_path_of_key
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.link import PartnerLink
-from partner_ingest.sftp.reader import PipelinedReader, RemoteFileShrunk
+from partner_ingest.sftp.reader import (
+    PipelinedReader,
+    RemoteFileGrew,
+    RemoteFileShrunk,
+    ServerProtocolError,
+    server_read_limit,
+)
+from partner_ingest.sftp.remote_file import lstat_regular_file
+from partner_ingest.source_checksums import ExpectedDigest, read_expected_digest
+from partner_ingest.versions import RemoteVersion, uses_content_identity
 
 T = TypeVar("T")
 
-
-@dataclass(frozen=True)
-class RemoteVersion:
-    """A remote file's identity for change detection: (size, mtime in whole seconds)."""
-
-    size: int
-    mtime: int
-
-    @property
-    def token(self) -> str:
-        return f"{self.size}-{self.mtime}"
+__all__ = ["LandedFile", "RemoteVersion", "already_landed", "land_file", "object_metadata"]
 
 
 @dataclass(frozen=True)
@@ -64,10 +73,16 @@ class LandedFile:
     uploaded: bool
     bytes_read: int = 0
     resumes: int = 0
+    verified_against: str = "none"     # "sidecar", "manifest" or "none": the partner's own digest
+    reverified: bool = False           # already landed, and the remote bytes were re-read to prove it
+    read_chunk_size: int = 0           # the read size used at the end (lower than asked if the server caps)
 
     @property
     def bytes_per_second(self) -> float:
         return self.version.size / self.seconds if self.seconds > 0 else 0.0
+
+    def data_version(self, change_detection: str) -> str:
+        return self.version.token_with(change_detection, self.sha256)
 
 
 # OSError covers "Socket is closed", resets and timeouts; missing or forbidden paths are converted to
@@ -76,43 +91,59 @@ _LINK_ERRORS = (paramiko.SSHException, EOFError, OSError)
 
 
 class _HashingSource:
-    """File object for ``upload_fileobj``: hashes and counts, survives link drops, re-checks the end.
+    """File object for ``upload_fileobj``: hashes, survives link drops, proves the end before handing it over.
 
     When the SFTP link drops mid-file, a new session is opened, the file's size and mtime are
     confirmed unchanged, and reading resumes at the first byte not yet received, inside the same
-    upload (boto3 never sees the drop). A changed file aborts the upload instead.
+    upload (boto3 never sees the drop). A changed file aborts the upload instead. ``on_end`` runs
+    before the last piece is returned, so raising there keeps the last part from S3.
     """
 
-    def __init__(self, reader: PipelinedReader, size: int, on_end: Callable[[], None],
-                 reopen: Callable[[BaseException], bytes], max_resumes: int) -> None:
+    def __init__(self, reader: PipelinedReader, size: int, unchanged: Callable[[], None],
+                 on_end: Callable[[_HashingSource], None], reopen: Callable[[BaseException], bytes], max_resumes: int,
+                 extra_algorithm: str | None = None) -> None:
         self.reader = reader
+        self._unchanged = unchanged
         self._size = size
         self._on_end = on_end
         self._reopen = reopen
         self._max_resumes = max_resumes
         self._hash = hashlib.sha256()
+        self.extra_hash = hashlib.new(extra_algorithm) if extra_algorithm and extra_algorithm != "sha256" else None
         self._count = 0
         self._ended = False
         self.resumes = 0
 
-    def read(self, n: int = -1) -> bytes:
+    def _with_resume(self, action: Callable[[], T]) -> T:
         while True:
             try:
-                data = self.reader.read(n)
-                break
+                return action()
             except _LINK_ERRORS as exc:
                 if self.resumes >= self._max_resumes:
                     raise
                 self.resumes += 1
                 self._reopen(exc)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._with_resume(lambda: self.reader.read(n))
         self._hash.update(data)
+        if self.extra_hash is not None:
+            self.extra_hash.update(data)
         self._count += len(data)
         if not self._ended and self.reader.offset >= self._size:
             self._ended = True
-            if self._count != self._size:  # fail closed: never hand S3 a stream with a hole in it
-                raise RemoteFileShrunk(f"streamed {self._count} of {self._size} bytes")
-            self._on_end()
+            try:
+                self._with_resume(self.reader.confirm_eof)
+            except RemoteFileGrew:
+                self._unchanged()  # a file that visibly changed is reported as changed, not as a lying server
+                raise
+            self._unchanged()
+            self._on_end(self)
         return data
+
+    def hexdigest(self, algorithm: str) -> str:
+        return self._hash.hexdigest() if algorithm == "sha256" or self.extra_hash is None \
+            else self.extra_hash.hexdigest()
 
     def result(self) -> tuple[int, str]:
         return self._count, self._hash.hexdigest()
@@ -125,37 +156,37 @@ def object_metadata(partner: PartnerConfig, relative_path: str, remote_path: str
         "source-host": f"{partner.host}:{partner.port}",
         "source-path": ascii_header_value(remote_path),
         "source-size": str(version.size),
-        "source-mtime": str(version.mtime),
+        "source-mtime": "" if version.mtime is None else str(version.mtime),
     }
 
 
 def stat_remote_file(session: SftpSession, relative_path: str) -> tuple[str, RemoteVersion]:
-    partner = session.partner
+    try:  # the Dagster layer refuses foreign partition keys already; the core does not rely on it
+        relative_path_of_key(encode_partition_key(relative_path))
+    except ValueError as exc:
+        raise RemotePathError(f"'{relative_path}' is not a path inside remote_dir: {exc}",
+                              partner=session.partner.name, path=relative_path,
+                              action="nothing was read; land only paths the partner's sensor listed") from None
     remote_path = session.remote_path(relative_path)
-    try:
-        attrs = session.sftp.stat(remote_path)
-    except FileNotFoundError:
-        raise RemotePathError(f"'{remote_path}' no longer exists on {partner.host}", partner=partner.name,
-                              path=remote_path, action="nothing to land; the sensor drops files that vanish"
-                              ) from None
-    except PermissionError:
-        raise RemotePathError(f"user '{partner.username}' may not stat '{remote_path}'", partner=partner.name,
-                              path=remote_path, action="ask the partner to grant read access") from None
-    if not stat.S_ISREG(attrs.st_mode or 0):
-        raise RemotePathError(f"'{remote_path}' is not a regular file", partner=partner.name, path=remote_path,
-                              action="exclude it in partners.yaml")
-    return remote_path, RemoteVersion(size=attrs.st_size or 0, mtime=int(attrs.st_mtime or 0))
+    return remote_path, lstat_regular_file(session.sftp, session.partner, remote_path)
 
 
 def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion,
                    remote_path: str) -> tuple[str, str | None] | None:
-    """The SHA-256 and S3 version of an object that already holds this remote version, if any."""
+    """The SHA-256 and S3 version of an object that already holds this remote version, if any.
+
+    Only "not found" means "not landed"; any other refusal (403 on HEAD) is raised, never read as
+    "absent" (that would upload again over whatever is there, and hide a permission problem).
+    """
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
-    except ClientError:
-        return None
+    except ClientError as exc:
+        if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+            return None
+        raise
     meta = head.get("Metadata", {})
-    if meta.get("source-size") != str(version.size) or meta.get("source-mtime") != str(version.mtime):
+    mtime = "" if version.mtime is None else str(version.mtime)
+    if meta.get("source-size") != str(version.size) or meta.get("source-mtime") != mtime:
         return None
     if meta.get("source-path") != ascii_header_value(remote_path):
         return None  # another remote file holds this key: never treat it as ours
@@ -172,67 +203,61 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
     started = time.monotonic()
     remote_path, version = _with_link(link, lambda: stat_remote_file(link.session, relative_path))
     key = landing_key(partner.landing_prefix, relative_path)
+    expected = _with_link(link, lambda: read_expected_digest(link.session.sftp, partner, remote_path))
+    # Skipping on metadata alone is safe only when nothing is lost if the bytes changed underneath.
+    must_reverify = partner.after_landing != "leave" or uses_content_identity(partner.change_detection,
+                                                                             version.mtime)
 
-    def landed(sha256: str, s3_version: str | None, uploaded: bool, source: _HashingSource | None = None
-               ) -> LandedFile:
+    def landed(sha256: str, s3_version: str | None, uploaded: bool, source: _HashingSource | None = None,
+               reverified: bool = False) -> LandedFile:
         return LandedFile(partner=partner.name, relative_path=relative_path, remote_path=remote_path,
                           version=version, bucket=bucket, key=key, s3_version_id=s3_version, sha256=sha256,
                           seconds=time.monotonic() - started, uploaded=uploaded,
                           bytes_read=source.reader.bytes_received if source else 0,
-                          resumes=source.resumes if source else 0)
+                          resumes=source.resumes if source else 0,
+                          verified_against=expected.source if expected else "none", reverified=reverified,
+                          read_chunk_size=source.reader.chunk_size if source else 0)
 
     if skip_if_landed:
         try:
             existing = already_landed(s3, bucket, key, version, remote_path)
         except (ClientError, BotoCoreError) as exc:
             raise landing_error(exc, partner=partner.name, path=remote_path, bucket=bucket, key=key) from None
+        if existing and not must_reverify:
+            if expected and expected.algorithm == "sha256" and expected.hexdigest != existing[0]:
+                existing = None  # the partner's digest changed: what landed is not what they publish now
+            else:
+                return landed(existing[0], existing[1], uploaded=False)
         if existing:
-            return landed(existing[0], existing[1], uploaded=False)
+            source = _read_through(link, partner, remote_path, version, expected)
+            if source.result()[1] == existing[0]:
+                return landed(existing[0], existing[1], uploaded=False, source=source, reverified=True)
+            # Same size and mtime, other bytes: the partner rewrote it in place. Land it again.
 
     remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
-
-    def unchanged(current: paramiko.SFTPAttributes) -> None:
-        now = RemoteVersion(size=current.st_size or 0, mtime=int(current.st_mtime or 0))
-        if now != version:
-            raise RemoteFileChangedError(
-                f"'{remote_path}' changed while it was read (size/mtime {version.token} -> {now.token})",
-                partner=partner.name, path=remote_path,
-                action="nothing was landed; it is ingested again once the partner finishes writing it")
+    reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
+                             server_limit=_read_limit(link.session))
 
     def reopen(cause: BaseException) -> bytes:
         nonlocal remote
         session = link.reconnect(f"reading '{remote_path}' at byte {reader.offset}: {type(cause).__name__}: {cause}")
-        try:
-            unchanged(session.sftp.stat(remote_path))
-        except FileNotFoundError:
-            raise RemoteFileChangedError(f"'{remote_path}' vanished while it was read", partner=partner.name,
-                                         path=remote_path, action="nothing was landed") from None
+        _unchanged(partner, remote_path, version, session.sftp)
         remote = _open_remote(session, remote_path)
         reader.resume(session.sftp, remote.handle)
         return remote.handle
 
-    reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size)
-    source = _HashingSource(reader, version.size, on_end=lambda: unchanged(_stat_path(link, remote_path)),
-                            reopen=reopen,
-                            max_resumes=link.retries)
+    source = _HashingSource(reader, version.size, reopen=reopen, max_resumes=link.retries,
+                            unchanged=lambda: _with_link(link, lambda: _unchanged(partner, remote_path, version,
+                                                                                  link.session.sftp)),
+                            on_end=lambda src: _check_digest(partner, remote_path, expected, src),
+                            extra_algorithm=expected.algorithm if expected else None)
     metadata = object_metadata(partner, relative_path, remote_path, version)
     try:
         landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata,
                                       config=transfer_config(multipart_threshold=multipart_threshold),
                                       sha256_of_source=source.result)
-    except PartnerIngestError:
-        raise
-    except RemoteFileShrunk as exc:
-        raise RemoteFileChangedError(f"'{remote_path}' shrank while it was read ({exc})", partner=partner.name,
-                                     path=remote_path, action="nothing was landed; it is ingested again once stable"
-                                     ) from None
-    except _LINK_ERRORS as exc:
-        raise ConnectionFailedError(f"connection to {partner.host}:{partner.port} failed while reading "
-                                    f"'{remote_path}' after {source.resumes} resumes: {type(exc).__name__}: {exc}",
-                                    partner=partner.name, path=remote_path,
-                                    action="nothing was landed; the run can be retried") from None
-    except (ClientError, BotoCoreError, S3UploadFailedError, RetriesExceededError) as exc:
-        raise landing_error(exc, partner=partner.name, path=remote_path, bucket=bucket, key=key) from None
+    except BaseException as exc:
+        raise _translate(exc, partner, remote_path, bucket, key, source.resumes) from None
     finally:
         try:
             reader.drain()
@@ -245,15 +270,99 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
     return landed(landed_object.sha256, landed_object.version_id, uploaded=True, source=source)
 
 
-def _stat_path(link: PartnerLink, remote_path: str) -> paramiko.SFTPAttributes:
-    """Stat by path, not handle: a file deleted or replaced (rename over it) while we read is caught."""
-    partner = link.session.partner
+def _read_limit(session: SftpSession) -> int | None:
+    """The server's read limit, asked once per session (``limits@openssh.com``)."""
+    if not hasattr(session, "read_limit"):
+        session.read_limit = server_read_limit(session.sftp)  # type: ignore[attr-defined]
+    return session.read_limit  # type: ignore[attr-defined]
+
+
+def _read_through(link: PartnerLink, partner: PartnerConfig, remote_path: str, version: RemoteVersion,
+                  expected: ExpectedDigest | None) -> _HashingSource:
+    """Re-read the remote file to its proven end without uploading it; the digest is in the result."""
+    remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
+    reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
+                             server_limit=_read_limit(link.session))
+
+    def reopen(cause: BaseException) -> bytes:
+        nonlocal remote
+        session = link.reconnect(f"re-reading '{remote_path}' at byte {reader.offset}: {cause}")
+        _unchanged(partner, remote_path, version, session.sftp)
+        remote = _open_remote(session, remote_path)
+        reader.resume(session.sftp, remote.handle)
+        return remote.handle
+
+    source = _HashingSource(reader, version.size, reopen=reopen, max_resumes=link.retries,
+                            unchanged=lambda: _with_link(link, lambda: _unchanged(partner, remote_path, version,
+                                                                                  link.session.sftp)),
+                            on_end=lambda src: _check_digest(partner, remote_path, expected, src),
+                            extra_algorithm=expected.algorithm if expected else None)
     try:
-        return link.session.sftp.stat(remote_path)
-    except FileNotFoundError:
-        raise RemoteFileChangedError(f"'{remote_path}' vanished while it was read", partner=partner.name,
-                                     path=remote_path, action="nothing was landed; it is ingested again if it returns"
-                                     ) from None
+        while source.read(1024 * 1024):
+            pass
+    except BaseException as exc:
+        raise _translate(exc, partner, remote_path, None, None, source.resumes) from None
+    finally:
+        try:
+            reader.drain()
+            remote.close()
+        except (OSError, EOFError, paramiko.SSHException):
+            pass
+    return source
+
+
+def _unchanged(partner: PartnerConfig, remote_path: str, version: RemoteVersion, sftp: paramiko.SFTPClient) -> None:
+    """By path, not handle, and without following links: a file deleted, replaced (renamed over) or
+    swapped for a symlink while we read is caught."""
+    now = lstat_regular_file(sftp, partner, remote_path, while_reading=True)
+    if now != version:
+        raise RemoteFileChangedError(
+            f"'{remote_path}' changed while it was read (size/mtime {version.token} -> {now.token})",
+            partner=partner.name, path=remote_path,
+            action="nothing was landed; it is ingested again once the partner finishes writing it")
+
+
+def _check_digest(partner: PartnerConfig, remote_path: str, expected: ExpectedDigest | None,
+                  source: _HashingSource) -> None:
+    if expected is not None:
+        found = source.hexdigest(expected.algorithm)
+        if found != expected.hexdigest:
+            raise SourceChecksumError(
+                f"its {expected.algorithm} is {found}, but the partner's {expected.source} '{expected.path}' says "
+                f"{expected.hexdigest}", partner=partner.name, path=remote_path,
+                action="nothing was landed and the remote file is untouched; ask the partner to re-send the file "
+                       "or correct its checksum (the sensor tries it again)")
+
+
+def _translate(exc: BaseException, partner: PartnerConfig, remote_path: str, bucket: str | None, key: str | None,
+               resumes: int) -> BaseException:
+    """Library and reader errors as typed errors naming partner, file and what to do."""
+    if isinstance(exc, PartnerIngestError):
+        return exc
+    if isinstance(exc, RemoteFileShrunk):
+        return RemoteFileChangedError(f"'{remote_path}' shrank while it was read ({exc})", partner=partner.name,
+                                      path=remote_path, action="nothing was landed; it is ingested again once stable")
+    if isinstance(exc, RemoteFileGrew):
+        return RemoteFileChangedError(
+            f"'{remote_path}' holds more bytes than the size its server reported ({exc}): it grew while it was "
+            "read, or the server under-reports sizes", partner=partner.name, path=remote_path,
+            action="nothing was landed; it is ingested again once stable. If it repeats for a file that no longer "
+                   "changes, the partner's server misreports sizes: ask its administrator")
+    if isinstance(exc, ServerProtocolError):
+        return ServerMisbehavedError(
+            f"protocol error from {partner.host}:{partner.port} while reading '{remote_path}': {exc}",
+            partner=partner.name, path=remote_path,
+            action="nothing was landed and the remote file is untouched; report this to the partner's server "
+                   "administrator (their SFTP server answers outside the protocol)")
+    if isinstance(exc, _LINK_ERRORS):
+        return ConnectionFailedError(f"connection to {partner.host}:{partner.port} failed while reading "
+                                     f"'{remote_path}' after {resumes} resumes: {type(exc).__name__}: {exc}",
+                                     partner=partner.name, path=remote_path,
+                                     action="nothing was landed; the run can be retried")
+    if bucket is not None and key is not None and isinstance(
+            exc, ClientError | BotoCoreError | S3UploadFailedError | RetriesExceededError):
+        return landing_error(exc, partner=partner.name, path=remote_path, bucket=bucket, key=key)
+    return exc
 
 
 def _open_remote(session: SftpSession, remote_path: str) -> paramiko.SFTPFile:

@@ -1,13 +1,26 @@
-"""Read one remote file front to back with a bounded number of SFTP read requests in flight.
+"""Read one remote file front to back with a bounded number of SFTP read requests in flight, and
+prove that what was read is the whole file.
 
 Why not paramiko's ``prefetch()``: it keeps requesting until the whole file is buffered when the
 consumer (here an S3 upload) is slower than the link, and it can be marked done while its thread
 still buffers (paramiko PR #2519); both were seen here as >1 GiB RSS. Plain ``read()`` without it
-waits a round trip per 32 KiB. This reader keeps at most ``max_in_flight`` requests of
-``chunk_size`` outstanding and issues the next one only when a chunk is consumed, so memory is
-``max_in_flight * chunk_size`` plus the caller's read size, whatever the file size. It uses
-paramiko's request/response plumbing (``_async_request``/``_read_response``), the same calls its
-own prefetch uses, because paramiko has no public API for a bounded pipeline.
+waits a round trip per 32 KiB. This reader keeps at most ``chunk_size * max_in_flight`` bytes of
+requests outstanding and issues the next one only when a chunk is consumed, so memory is bounded
+whatever the file size. It uses paramiko's request/response plumbing (``_async_request``/
+``_read_response``), the same calls its own prefetch uses, because paramiko has no public API for a
+bounded pipeline, for the ``limits@openssh.com`` extension, or for checking reply lengths.
+
+The server is not trusted (SFTP v3 lets it answer short, and a broken or hostile one may answer
+long or lie about the size):
+
+* a reply longer than its request is a protocol error (:class:`ServerProtocolError`);
+* a short reply is completed by re-requesting the rest; the first short reply short of the end of
+  the file teaches the reader the server's largest answer (ProFTPD and Windows servers cap reads at
+  32-64 KiB), and from then on requests are that size, more of them, the same bytes in flight;
+* after the last expected byte one read at ``offset = size`` must answer EOF
+  (:meth:`PipelinedReader.confirm_eof`): a server that under-reports a size, or a file that grew, is
+  caught instead of landing truncated. That probe is sent with the last data requests, so it costs
+  no extra round trip.
 """
 
 from __future__ import annotations
@@ -16,15 +29,51 @@ import contextlib
 from collections import deque
 
 import paramiko
-from paramiko.sftp import CMD_DATA, CMD_READ, CMD_STATUS, int64
+from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, int64
 
 # OpenSSH's sftp-server answers at most 256 KiB - 1 KiB per read request.
 DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_MAX_IN_FLIGHT = 32
+# Requests in flight once a server's cap is learned: 8 MiB at 32 KiB, bounded for servers that cap lower.
+MAX_REQUESTS_IN_FLIGHT = 512
+# A reply that brings no new byte, this many times in a row for one range, means the server is stuck.
+_MAX_EMPTY_ROUNDS = 8
 
 
-class RemoteFileShrunk(EOFError):
+class RemoteFileMismatch(Exception):
+    """What was read is not the file the server described; nothing read may land."""
+
+
+class RemoteFileShrunk(RemoteFileMismatch):
     """The server reported end of file before the size we stat'ed."""
+
+
+class RemoteFileGrew(RemoteFileMismatch):
+    """The file holds more bytes than its stat'ed size (under-reported size, or still being written)."""
+
+
+class ServerProtocolError(RemoteFileMismatch):
+    """The server answered outside the SFTP protocol (e.g. more bytes than a read asked for)."""
+
+
+def server_read_limit(sftp: paramiko.SFTPClient) -> int | None:
+    """The server's ``max-read-length`` from ``limits@openssh.com``, or None where it is not offered.
+
+    OpenSSH (8.6+) and asyncssh answer it; servers that do not know the extension answer
+    ``SSH_FX_OP_UNSUPPORTED`` (or some other status), which is simply "unknown".
+    """
+    try:
+        t, msg = sftp._request(CMD_EXTENDED, "limits@openssh.com")
+    except (OSError, EOFError, paramiko.SFTPError):
+        return None
+    if t != CMD_EXTENDED_REPLY or msg is None:
+        return None
+    try:
+        msg.get_int64()              # max-packet-length
+        max_read = msg.get_int64()   # max-read-length
+    except Exception:  # a reply too short to parse: treat as not offered  # noqa: BLE001
+        return None
+    return max_read if max_read > 0 else None
 
 
 class _Responses:
@@ -41,23 +90,34 @@ class PipelinedReader:
     """A read-only, forward-only file object over ``[offset, size)`` of an open remote file.
 
     ``read(n)`` returns exactly ``n`` bytes unless the end is reached, which is what boto3's
-    transfer manager needs to form equal multipart parts.
+    transfer manager needs to form equal multipart parts. ``chunk_size`` may be lowered up front by
+    the server's ``limits@openssh.com`` answer (``server_limit``) or later by its first short reply.
     """
 
     def __init__(self, sftp: paramiko.SFTPClient, handle: bytes, *, size: int, offset: int = 0,
-                 chunk_size: int = DEFAULT_CHUNK_SIZE, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT) -> None:
+                 chunk_size: int = DEFAULT_CHUNK_SIZE, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
+                 server_limit: int | None = None) -> None:
         self._sftp = sftp
         self._handle = handle
         self._size = size
         self._offset = offset          # next byte the caller will get
         self._next_request = offset    # next byte to request
+        self._bytes_in_flight = chunk_size * max_in_flight
         self._chunk_size = chunk_size
         self._max_in_flight = max_in_flight
+        self.learned_chunk_size: int | None = None
+        self._learned_from_reply = False
+        if server_limit and server_limit < chunk_size:
+            self._learn(server_limit)
         self._pending: deque[tuple[int, int, int]] = deque()  # (request number, offset, length)
+        self._orphans: list[int] = []  # requests whose answers no longer matter, collected by drain()
+        self._eof_probe: int | None = None
+        self.eof_confirmed = False
         self._responses = _Responses()
         self._ready: deque[bytes] = deque()
         self._ready_bytes = 0
         self.bytes_received = 0        # every byte the server sent us, re-reads included
+        self.requests = 0
 
     @property
     def offset(self) -> int:
@@ -65,7 +125,11 @@ class PipelinedReader:
 
     @property
     def in_flight(self) -> int:
-        return len(self._pending)
+        return len(self._pending) + (self._eof_probe is not None)
+
+    @property
+    def chunk_size(self) -> int:
+        return self._chunk_size
 
     def readable(self) -> bool:
         return True
@@ -95,6 +159,28 @@ class PipelinedReader:
             self._fill_pipeline()
         return b"".join(pieces)
 
+    def confirm_eof(self) -> None:
+        """After the last expected byte: the server must answer EOF at ``offset = size``.
+
+        Raises :class:`RemoteFileGrew` when it answers data instead.
+        """
+        if self.eof_confirmed:
+            return
+        if self._offset < self._size:
+            raise RuntimeError("confirm_eof before the last byte was read")
+        if self._eof_probe is None:
+            self._eof_probe = self._request(self._size, 1)
+        num, self._eof_probe = self._eof_probe, None
+        try:
+            data = self._await(num)
+        except EOFError:
+            self.eof_confirmed = True
+            return
+        if data:
+            raise RemoteFileGrew(f"the server answered {len(data)} byte(s) at offset {self._size}, where its "
+                                 f"reported size says the file ends")
+        self.eof_confirmed = True  # an empty data reply also says "nothing more"
+
     def resume(self, sftp: paramiko.SFTPClient, handle: bytes) -> None:
         """Continue on a new connection after the old one dropped.
 
@@ -105,6 +191,8 @@ class PipelinedReader:
         self._sftp = sftp
         self._handle = handle
         self._pending.clear()
+        self._orphans.clear()
+        self._eof_probe = None
         self._responses = _Responses()
         self._next_request = self._offset + self._ready_bytes
 
@@ -113,8 +201,13 @@ class PipelinedReader:
 
         Stops at the first error: on a dead or stalled link every further wait would only time out.
         """
-        while self._pending:
-            num, _, _ = self._pending.popleft()
+        numbers = [num for num, _, _ in self._pending] + self._orphans
+        if self._eof_probe is not None:
+            numbers.append(self._eof_probe)
+        self._pending.clear()
+        self._orphans = []
+        self._eof_probe = None
+        for num in numbers:
             if num in self._responses.arrived:
                 self._responses.arrived.pop(num)
                 continue
@@ -122,17 +215,30 @@ class PipelinedReader:
                 self._sftp._read_response(num)
             except EOFError:
                 continue
-            except (OSError, paramiko.SSHException):
-                self._pending.clear()
+            except (OSError, paramiko.SSHException, paramiko.SFTPError):
                 return
+
+    def _learn(self, largest_answer: int) -> None:
+        """Request ``largest_answer`` bytes at a time from now on, keeping the same bytes in flight."""
+        chunk = largest_answer
+        if chunk <= 0 or chunk >= self._chunk_size:
+            return
+        self._chunk_size = chunk
+        self._max_in_flight = max(1, min(MAX_REQUESTS_IN_FLIGHT, self._bytes_in_flight // chunk))
+        self.learned_chunk_size = chunk
 
     def _fill_pipeline(self) -> None:
         while len(self._pending) < self._max_in_flight and self._next_request < self._size:
             length = min(self._chunk_size, self._size - self._next_request)
             self._pending.append((self._request(self._next_request, length), self._next_request, length))
             self._next_request += length
+        if (self._next_request >= self._size and self._eof_probe is None and not self.eof_confirmed
+                and len(self._pending) < self._max_in_flight):
+            # Sent with the last data requests: its answer arrives with theirs, no extra round trip.
+            self._eof_probe = self._request(self._size, 1)
 
     def _request(self, offset: int, length: int) -> int:
+        self.requests += 1
         return self._sftp._async_request(self._responses, CMD_READ, self._handle, int64(offset), int(length))
 
     def _await(self, num: int) -> bytes:
@@ -143,24 +249,56 @@ class PipelinedReader:
         else:
             t, msg = self._sftp._read_response(num)
         if t != CMD_DATA:
-            raise paramiko.SFTPError(f"expected data from the server, got SFTP packet type {t}")
+            raise ServerProtocolError(f"expected data from the server, got SFTP packet type {t}")
         return msg.get_string()
 
-    def _next_chunk(self) -> bytes:
-        num, offset, length = self._pending.popleft()
+    def _await_piece(self, num: int, offset: int, length: int) -> bytes:
         try:
             data = self._await(num)
         except EOFError:
             raise RemoteFileShrunk(f"end of file at byte {offset}, expected {self._size}") from None
-        # A server may answer with fewer bytes than asked; fetch the rest before later chunks.
-        while len(data) < length:
-            rest_offset = offset + len(data)
-            try:
-                more = self._await(self._request(rest_offset, length - len(data)))
-            except EOFError:
-                raise RemoteFileShrunk(f"end of file at byte {rest_offset}, expected {self._size}") from None
-            if not more:
-                raise RemoteFileShrunk(f"empty read at byte {rest_offset}, expected {self._size}")
-            data += more
+        if len(data) > length:
+            raise ServerProtocolError(f"the server answered a read of {length} bytes at offset {offset} with "
+                                      f"{len(data)} bytes")
         self.bytes_received += len(data)
         return data
+
+    def _next_chunk(self) -> bytes:
+        num, offset, length = self._pending.popleft()
+        data = self._await_piece(num, offset, length)
+        if len(data) == length:
+            return data
+        if data and offset + len(data) < self._size and not self._learned_from_reply:
+            self._learned_from_reply = True  # only the first: later short answers may be arbitrary
+            self._learn(len(data))
+        return self._complete(offset, length, data)
+
+    def _complete(self, offset: int, length: int, first: bytes) -> bytes:
+        """Fetch the rest of a short answer: all missing pieces requested at once, holes filled again."""
+        segments = {offset: first}
+        missing = [(offset + len(first), length - len(first))]
+        empty_rounds = 0
+        while missing:
+            requests = []
+            for start, count in missing:
+                for piece_offset in range(start, start + count, self._chunk_size):
+                    piece = min(self._chunk_size, start + count - piece_offset)
+                    requests.append((self._request(piece_offset, piece), piece_offset, piece))
+            missing = []
+            progressed = False
+            for i, (num, piece_offset, piece) in enumerate(requests):
+                try:
+                    data = self._await_piece(num, piece_offset, piece)
+                except BaseException:
+                    self._orphans.extend(n for n, _, _ in requests[i + 1:])
+                    raise
+                if data:
+                    segments[piece_offset] = data
+                    progressed = True
+                if len(data) < piece:
+                    missing.append((piece_offset + len(data), piece - len(data)))
+            empty_rounds = 0 if progressed else empty_rounds + 1
+            if empty_rounds >= _MAX_EMPTY_ROUNDS:
+                raise RemoteFileShrunk(f"the server keeps answering no data at byte {missing[0][0]}, "
+                                       f"expected {self._size}")
+        return b"".join(segments[k] for k in sorted(segments))

@@ -23,20 +23,28 @@ from partner_ingest.sftp.globs import PathFilter
 class RemoteEntry:
     relative_path: str
     size: int
-    mtime: int
+    mtime: int | None   # None: the server sends no mtime; the file's identity then includes its content
 
 
 @dataclass
 class Listing:
     files: list[RemoteEntry] = field(default_factory=list)
-    markers: dict[str, int] = field(default_factory=dict)  # done-marker files: relative path -> mtime
+    markers: dict[str, int | None] = field(default_factory=dict)  # done markers: relative path -> mtime
     skipped: list[str] = field(default_factory=list)       # not regular files: "path (symlink)"
     unreadable: list[str] = field(default_factory=list)    # directories we could not list: "path (why)"
     directories: int = 0
     truncated: bool = False
+    without_mtime: int = 0                                  # files the server sent no mtime for
 
     def problems(self) -> list[str]:
         return sorted(self.skipped) + sorted(self.unreadable)
+
+    def notes(self) -> list[str]:
+        """What the operator should know about how this server's files are identified."""
+        if not self.without_mtime:
+            return []
+        return [f"the server sends no modification time for {self.without_mtime} file(s): their identity is size + "
+                "SHA-256 of the content (read on each listing of an already landed file), not size + mtime"]
 
 
 def _kind(mode: int) -> str:
@@ -102,10 +110,17 @@ def walk(session: SftpSession, *, include: list[str], exclude: list[str], recurs
                 if recursive and depth + 1 < max_depth and relative not in skip_dirs and wanted.walks_dir(relative):
                     queue.append((relative, depth + 1))
             elif stat.S_ISREG(mode):
+                mtime = int(attrs.st_mtime) if attrs.st_mtime is not None else None
                 if marker_suffix and name.endswith(marker_suffix):
-                    listing.markers[relative] = int(attrs.st_mtime or 0)
-                elif wanted.wants_file(relative):
-                    listing.files.append(RemoteEntry(relative, attrs.st_size or 0, int(attrs.st_mtime or 0)))
+                    listing.markers[relative] = mtime
+                elif not wanted.wants_file(relative):
+                    continue
+                elif attrs.st_size is None:
+                    listing.skipped.append(f"{session.remote_path(relative)} (the server reports no size, so a "
+                                           "complete read could not be proven)")
+                else:
+                    listing.without_mtime += mtime is None
+                    listing.files.append(RemoteEntry(relative, int(attrs.st_size), mtime))
             elif wanted.wants_file(relative):
                 listing.skipped.append(f"{session.remote_path(relative)} ({_kind(mode)})")
     return listing
