@@ -9,6 +9,10 @@ stops any entry at its declared size and checks its CRC, so a forged header cann
 was validated. Entries land under ``<archive key>.unzipped/``; on any failure everything written
 under that prefix in this attempt is deleted, so an archive is expanded completely or not at all.
 The archive object itself stays landed either way.
+
+Limits hold for the whole tree of nested archives together: each level reserves its entries and
+bytes in one budget when it is validated, before anything of it is written, so an inner archive
+sees what its outer levels will still write, not only what they wrote so far.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from partner_ingest.landing.s3_reader import S3SeekableReader
 from partner_ingest.landing.upload import transfer_config
 
 EXPANSION_SUFFIX = ".unzipped/"
+RESERVED_SUFFIX = EXPANSION_SUFFIX.rstrip("/")
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 
@@ -87,6 +92,13 @@ def safe_entry_name(info: zipfile.ZipInfo) -> str:
         raise ValueError("its path climbs out of the archive ('..')")
     if not parts:
         raise ValueError("it has an empty name")
+    # Any segment may become a key beside a nested archive's "<key>.unzipped/" expansion, whose clearing
+    # and writing would then overwrite or delete it. Case-insensitively: clients on case-folding file
+    # systems (SFTP through Transfer Family) would still show the two as one directory.
+    reserved = next((p for p in parts if p.lower().endswith(RESERVED_SUFFIX)), None)
+    if reserved is not None:
+        raise ValueError(f"its path segment '{reserved}' ends in the reserved suffix '{RESERVED_SUFFIX}' "
+                         "(nested archives expand under '<name>.unzipped/')")
     return "/".join(parts)
 
 
@@ -94,20 +106,42 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
+@dataclass
+class _Budget:
+    """Entries and bytes reserved by every level validated so far, written or not."""
+
+    entries: int = 0
+    bytes: int = 0
+
+
+def _adding_up(level: int, total: int, unit: str, depth: int) -> str:
+    """``'6 entries'``; for a nested archive also what its levels add up to, so the message explains itself."""
+    if depth == 1:
+        return f"{level} {unit}"
+    return f"{level} {unit}, {total} together with the archives that hold it"
+
+
 def _validate(archive: zipfile.ZipFile, limits: ArchiveLimits, depth: int, reject: Any,
-              so_far: Expansion) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Limits count what nested archives expanded before this one, so nesting cannot multiply them."""
+              budget: _Budget) -> list[tuple[zipfile.ZipInfo, str]]:
+    """Check one level against what all levels together will write, then reserve it in ``budget``.
+
+    A nested archive is one entry (and its bytes) of the level that holds it, and its own entries
+    come on top, so no nesting can write more than the limits in total.
+    """
     infos = [i for i in archive.infolist() if not i.is_dir()]
-    if len(infos) + len(so_far.entries) > limits.max_entries:
-        raise reject(f"it has {len(infos) + len(so_far.entries)} entries, more than "
+    level_bytes = sum(i.file_size for i in infos)
+    entries_total = len(infos) + budget.entries
+    if entries_total > limits.max_entries:
+        raise reject(f"it has {_adding_up(len(infos), entries_total, 'entries', depth)}, more than "
                      f"max_entries={limits.max_entries}", None)
-    total = sum(i.file_size for i in infos) + so_far.total_bytes
-    if total > limits.max_total_bytes:
-        raise reject(f"it expands to {total} bytes, more than max_total_bytes={limits.max_total_bytes}", None)
+    bytes_total = level_bytes + budget.bytes
+    if bytes_total > limits.max_total_bytes:
+        raise reject(f"it expands to {_adding_up(level_bytes, bytes_total, 'bytes', depth)}, more than "
+                     f"max_total_bytes={limits.max_total_bytes}", None)
     compressed = sum(i.compress_size for i in infos)
-    expanded = total - so_far.total_bytes
-    if expanded > limits.max_ratio * max(compressed, 1):
-        raise reject(f"it expands {expanded / max(compressed, 1):.0f}x, more than max_ratio={limits.max_ratio}", None)
+    if level_bytes > limits.max_ratio * max(compressed, 1):
+        raise reject(f"it expands {level_bytes / max(compressed, 1):.0f}x, more than max_ratio={limits.max_ratio}",
+                     None)
     seen: dict[str, str] = {}
     entries = []
     for info in infos:
@@ -128,6 +162,8 @@ def _validate(archive: zipfile.ZipFile, limits: ArchiveLimits, depth: int, rejec
         if depth >= limits.max_depth and _looks_like_zip(archive, info):
             raise reject(f"it is an archive nested deeper than max_depth={limits.max_depth}", info.filename)
         entries.append((info, name))
+    budget.entries = entries_total
+    budget.bytes = bytes_total
     return entries
 
 
@@ -147,7 +183,7 @@ def expand_archive(s3: Any, *, bucket: str, archive_key: str, partner: str, remo
         _clear_prefix(s3, bucket, prefix)
         expansion = Expansion(archive_key=archive_key, prefix=prefix)
         _expand(s3, bucket, archive_key, version_id, prefix, "", 1, limits, partner, remote_path, expansion,
-                written)
+                _Budget(), written)
         return expansion
     except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
         _delete(s3, bucket, written)
@@ -161,14 +197,15 @@ def expand_archive(s3: Any, *, bucket: str, archive_key: str, partner: str, remo
 
 
 def _expand(s3: Any, bucket: str, key: str, version_id: str | None, prefix: str, inner: str, depth: int,
-            limits: ArchiveLimits, partner: str, remote_path: str, expansion: Expansion,
+            limits: ArchiveLimits, partner: str, remote_path: str, expansion: Expansion, budget: _Budget,
             written: list[str]) -> None:
-    where = f"{remote_path}!/{inner}" if inner else remote_path
+    where = f"{remote_path}!/{inner.removesuffix('!/')}" if inner else remote_path
 
     def reject(reason: str, entry: str | None) -> ArchiveRejectedError:
         entry_text = f"entry '{entry}' is refused: " if entry is not None else ""
         return ArchiveRejectedError(
-            f"archive not expanded: {entry_text}{reason}; the archive itself stays landed at s3://{bucket}/{key}",
+            f"archive not expanded: {entry_text}{reason}; the archive itself stays landed at "
+            f"s3://{bucket}/{expansion.archive_key}",
             partner=partner, path=where,
             action="ask the partner for a clean archive, or raise the unzip limits in partners.yaml if it is trusted")
 
@@ -179,7 +216,7 @@ def _expand(s3: Any, bucket: str, key: str, version_id: str | None, prefix: str,
         raise reject(f"it is not a readable zip archive ({exc})", None) from None
     with archive:
         try:
-            entries = _validate(archive, limits, depth, reject, expansion)
+            entries = _validate(archive, limits, depth, reject, budget)
         except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError) as exc:
             raise reject(f"it is corrupt ({exc})", None) from None
         for info, name in entries:
@@ -205,7 +242,7 @@ def _expand(s3: Any, bucket: str, key: str, version_id: str | None, prefix: str,
                                                    sha256=hashing.hash.hexdigest()))
             if is_archive_name(name) and _object_is_zip(s3, bucket, target):
                 _expand(s3, bucket, target, None, expansion_prefix(target), f"{inner}{name}!/", depth + 1, limits,
-                        partner, remote_path, expansion, written)
+                        partner, remote_path, expansion, budget, written)
 
 
 def _object_is_zip(s3: Any, bucket: str, key: str) -> bool:

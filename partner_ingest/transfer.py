@@ -253,7 +253,7 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
                             extra_algorithm=expected.algorithm if expected else None)
     metadata = object_metadata(partner, relative_path, remote_path, version)
     try:
-        landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata,
+        landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata, expected_size=version.size,
                                       config=transfer_config(multipart_threshold=multipart_threshold),
                                       sha256_of_source=source.result)
     except BaseException as exc:

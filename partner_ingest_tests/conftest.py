@@ -1,4 +1,4 @@
-"""Fixtures: a real sshd, moto over HTTP, and partners wired to both."""
+"""Fixtures: a real sshd (and a ProFTPD mod_sftp on request), moto over HTTP, and partners wired to them."""
 
 from __future__ import annotations
 
@@ -13,13 +13,24 @@ import boto3
 import pytest
 
 from partner_ingest.config import IngestConfig, LandingConfig, PartnerConfig
+from partner_ingest_tests.harness.misbehaving_sftp import misbehaving_partner  # noqa: F401  (a fixture, by name)
 from partner_ingest_tests.harness.moto_server import MotoServer, start_moto
+from partner_ingest_tests.harness.proftpd import Proftpd, start_proftpd
 from partner_ingest_tests.harness.sshd import KEY_USER, PASSWORD_USER, Sshd, make_tree_dir, start_sshd
 
 
 @pytest.fixture(scope="session")
 def sshd() -> Iterator[Sshd]:
     server = start_sshd()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def proftpd() -> Iterator[Proftpd]:
+    server = start_proftpd()
     try:
         yield server
     finally:
@@ -90,16 +101,28 @@ class PartnerRig:
 
 
 @pytest.fixture
-def make_partner(sshd: Sshd, moto: MotoServer, secretsmanager, bucket: str) -> Callable[..., PartnerRig]:
+def make_partner(request, sshd: Sshd, moto: MotoServer, secretsmanager, bucket: str) -> Callable[..., PartnerRig]:
+    """``server="proftpd"`` points the partner at the ProFTPD fixture (password login only); the tree
+    is always made under the sshd workdir, at a path both servers serve."""
     counter = iter(range(1, 1000))
 
     def factory(name: str | None = None, *, auth: str = "password", secret: dict | None = None,
-                host_keys: list[str] | None = None, port: int | None = None, **overrides) -> PartnerRig:
+                host_keys: list[str] | None = None, port: int | None = None, server: str = "sshd",
+                **overrides) -> PartnerRig:
         name = name or f"partner{next(counter)}"
         tree = make_tree_dir(sshd, name)
+        served: Sshd | Proftpd = sshd
+        username = PASSWORD_USER if auth == "password" else KEY_USER
+        if server == "proftpd":
+            if auth != "password":
+                raise ValueError("the ProFTPD fixture has password logins only")
+            served = request.getfixturevalue("proftpd")
+            username = served.username
+        elif server != "sshd":
+            raise ValueError(f"unknown test server {server!r}")
         if secret is None:
             if auth == "password":
-                secret = {"password": sshd.password}
+                secret = {"password": served.password}
             else:
                 key = sshd.client_keys[auth]
                 secret = {"private_key": key.private_pem, **({"passphrase": key.passphrase} if key.passphrase else {})}
@@ -108,10 +131,10 @@ def make_partner(sshd: Sshd, moto: MotoServer, secretsmanager, bucket: str) -> C
         fields = {
             "name": name,
             "host": "127.0.0.1",
-            "port": port or sshd.port,
-            "username": PASSWORD_USER if auth == "password" else KEY_USER,
+            "port": port or served.port,
+            "username": username,
             "secret_id": secret_id,
-            "host_keys": host_keys or [sshd.host_key_lines["ed25519"]],
+            "host_keys": host_keys or [served.host_key_lines["ed25519"]],
             "remote_dir": str(tree),
             "landing_prefix": f"partners/{name}",
             **overrides,

@@ -518,9 +518,9 @@ PG_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5432", "DAGSTER_
 
 
 def test_aws_dagster_yaml_passes_dagsters_config_validation(tmp_path, monkeypatch):
-    from dagster import Shape
+    from dagster import DagsterInstance, Shape
     from dagster._config import process_config
-    from dagster._core.instance.config import dagster_instance_config
+    from dagster._core.instance.config import PoolGranularity, dagster_instance_config
     from dagster._core.workspace.config_schema import ensure_workspace_config
     from dagster._serdes.config_class import class_from_code_pointer
 
@@ -538,10 +538,22 @@ def test_aws_dagster_yaml_passes_dagsters_config_validation(tmp_path, monkeypatc
     assert postgres["scheme"] == "postgresql+psycopg2"
     assert config["run_monitoring"]["enabled"] and config["run_monitoring"]["start_timeout_seconds"] >= 300
     assert config["run_retries"]["enabled"] and config["run_retries"]["max_retries"] >= 1
-    coordinator = config["run_coordinator"]["config"]
+    # Dagster refuses run limits under run_coordinator once `concurrency` is set: they live there.
+    runs = config["concurrency"]["runs"]
     assert {"key": "partner", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in \
-        coordinator["tag_concurrency_limits"]
-    assert coordinator["max_concurrent_runs"] > 1
+        runs["tag_concurrency_limits"]
+    assert runs["max_concurrent_runs"] > 1
+    # Every run of a partner's asset, tagged or not, is bound by its pool: one step at a time.
+    assert config["concurrency"]["pools"] == {"default_limit": 1, "granularity": "op"}
+    config["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
+    (tmp_path / "dagster.yaml").write_text(yaml.safe_dump(config))
+    with DagsterInstance.from_config(str(tmp_path)) as instance:
+        concurrency = instance.get_concurrency_config()
+        assert concurrency.pool_config.pool_granularity == PoolGranularity.OP
+        assert concurrency.pool_config.default_pool_limit == 1
+        assert concurrency.run_queue_config.should_block_op_concurrency_limited_runs  # full pool: stays queued
+        assert concurrency.run_queue_config.max_concurrent_runs == runs["max_concurrent_runs"]
+        assert type(instance.run_coordinator).__name__ == "QueuedRunCoordinator"
     for section in ("run_coordinator", "run_launcher", "compute_logs"):
         klass = class_from_code_pointer(config[section]["module"], config[section]["class"])
         result = process_config(Shape(klass.config_type()), config[section].get("config", {}))

@@ -230,3 +230,40 @@ def test_partner_refusing_extra_sessions_only_slows_the_run(make_partner, s3, sf
     assert instance.get_materialized_partitions(files_asset_key(rig.partner)) == set(keys)
     logs = " ".join(str(e.message) for e in instance.all_logs(result.run_id))
     assert "continuing with 1 connection(s)" in logs
+
+
+FORBIDDEN = (b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/xml\r\nContent-Length: 0\r\n"
+             b"Connection: close\r\n\r\n")
+
+
+def test_a_403_on_head_is_an_error_not_not_landed(make_partner, s3, s3_proxy):
+    """S3 refusing to show what is under the key must not read as "absent" and upload over it."""
+    rig = make_partner()
+    _write(rig, "a.csv", 1000)
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["a.csv"], resources=_resources())
+    assert result.success
+    s3_proxy.refuse(b"HEAD /", answer=FORBIDDEN)
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"], instance=instance, resources=_resources())
+    assert not result.success
+    message = _failure_text(result)
+    assert "refused" in message and "a.csv" in message and "What to do" in message
+    versions = s3.list_object_versions(Bucket=rig.landing.bucket).get("Versions", [])
+    assert len(versions) == 1, "the file was uploaded again over an object S3 would not show"
+
+
+def test_a_permission_error_while_reconnecting_is_reported_as_one(make_partner, s3, sftp_proxy):
+    rig = make_partner(port=sftp_proxy.port)
+    _write(rig, "locked/big.bin", 24 * MiB)
+    # The link stalls after 2 MiB; meanwhile the partner locks the directory; the resume may not stat it.
+    sftp_proxy.add(Fault(stall_after=2 * MiB))
+    sftp_proxy.on_fault = lambda: (rig.tree / "locked").chmod(0o000)
+    try:
+        result, _, _ = land(rig.partner, rig.landing.bucket, ["locked/big.bin"], resources=_resources())
+    finally:
+        (rig.tree / "locked").chmod(0o755)
+    assert not result.success
+    message = _failure_text(result)
+    assert "may not stat" in message and "grant read access" in message
+    assert "connection" not in message.split("What to do")[0].lower()
+    assert _objects(s3, rig.landing.bucket) == []
+    _assert_clean(s3, rig.landing.bucket)

@@ -54,6 +54,11 @@ CASES = {
     "many_entries": (many_entries_zip(100_000), {}, "100000 entries, more than max_entries=10000"),
     "truncated": (make_zip({"a.txt": os.urandom(5000)})[:3000], {}, "not a readable zip archive"),
     "corrupt_body": (_flip_bytes(make_zip({"a.txt": os.urandom(5000)}, compression=0), 40, 60), {}, "corrupt"),
+    "nested_entry_budget": (make_zip({"inner.zip": make_zip({f"i{n}": b"i" for n in range(6)}),
+                                      **{f"o{n}": b"o" for n in range(6)}}), {"max_entries": 10},
+                            "more than max_entries=10"),
+    "reserved_suffix": (make_zip({"inner.zip": make_zip({"x.txt": b"x"}), "inner.zip.unzipped/x.txt": b"evil"}),
+                        {}, "entry 'inner.zip.unzipped/x.txt' is refused"),
 }
 
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # One command for the whole test suite on a fresh machine (run as root: the tests start a real
-# OpenSSH sshd that authenticates its own system accounts). Installs openssh-server (and rclone,
-# the benchmarks' reference peer) when missing, the Python packages into .venv, then runs ruff and
-# pytest. Extra arguments go to pytest.
+# OpenSSH sshd that authenticates its own system accounts). Installs openssh-server, ProFTPD with
+# mod_sftp (the second SFTP server) and rclone (the benchmarks' reference peer) when missing, the
+# Python packages into .venv, then runs ruff and pytest. Extra arguments go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -14,10 +14,21 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)          # the tests check no process outlives them
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)        # the sshd fixture's test accounts
+if [ ! -x /usr/sbin/proftpd ]; then                            # the second SFTP server: ProFTPD mod_sftp
+  missing+=(proftpd-core proftpd-mod-crypto)
+elif [ ! -f /usr/lib/proftpd/mod_sftp.so ]; then
+  missing+=(proftpd-mod-crypto)
+fi
 if [ ${#missing[@]} -gt 0 ]; then
   echo "installing system packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  if [[ " ${missing[*]} " == *" proftpd-core "* ]]; then
+    # Debian's postinst enables (and may start) a system proftpd serving FTP on port 21. The tests never
+    # use it (their fixture runs its own on a free port with its own config), so switch it off again.
+    as_root sh -c 'systemctl disable --now proftpd.service proftpd.socket \
+      || { invoke-rc.d proftpd stop; update-rc.d proftpd disable; }' >/dev/null 2>&1 || true
+  fi
 fi
 
 bash scripts/bootstrap.sh test

@@ -31,6 +31,7 @@ from dagster import (
     Failure,
     FreshnessPolicy,
     MetadataValue,
+    ResourceParam,
     multi_asset,
 )
 from dagster_aws.s3 import S3Resource
@@ -39,11 +40,12 @@ from partner_ingest.after_landing import apply_after_landing
 from partner_ingest.archives import Expansion, expand_archive, is_archive_name, verify_expansion
 from partner_ingest.config import LandingConfig, PartnerConfig
 from partner_ingest.defs.partitions import partner_partitions
+from partner_ingest.defs.pools import partner_pool
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.errors import AfterLandingError, PartitionKeyError, PartnerIngestError
 from partner_ingest.landing.keys import s3_uri
 from partner_ingest.landing.verify import verify_object
-from partner_ingest.partition_keys import decode_partition_key
+from partner_ingest.partition_keys import decode_partition_key, relative_path_of_key
 from partner_ingest.sftp.link import PartnerLink
 from partner_ingest.transfer import LandedFile, land_file
 
@@ -71,15 +73,19 @@ def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFi
             "sha256": MetadataValue.text(landed.sha256),
             "s3_uri": MetadataValue.url(s3_uri(landed.bucket, landed.key)),
             "s3_version_id": MetadataValue.text(landed.s3_version_id or ""),
-            "remote_mtime": MetadataValue.timestamp(float(landed.version.mtime)),
+            **({"remote_mtime": MetadataValue.timestamp(float(landed.version.mtime))}
+               if landed.version.mtime is not None else {"remote_mtime_missing": MetadataValue.bool(True)}),
             "seconds": MetadataValue.float(round(landed.seconds, 6)),
             "bytes_per_second": MetadataValue.float(round(landed.bytes_per_second, 1)),
             "uploaded": MetadataValue.bool(landed.uploaded),
             "bytes_read": MetadataValue.int(landed.bytes_read),
             "resumes": MetadataValue.int(landed.resumes),
             "after_landing": MetadataValue.text(after_landing),
+            "verified_against": MetadataValue.text(landed.verified_against),
+            "reverified_remote_bytes": MetadataValue.bool(landed.reverified),
+            "read_chunk_size": MetadataValue.int(landed.read_chunk_size),
         },
-        tags={DATA_VERSION_TAG: landed.version.token},
+        tags={DATA_VERSION_TAG: landed.data_version(partner.change_detection)},
     )
 
 
@@ -90,6 +96,7 @@ def freshness_policy(partner: PartnerConfig) -> FreshnessPolicy | None:
 
 
 def _remote_path(partner: PartnerConfig, key: str) -> str:
+    """For messages only: where a key points, shown even when the key is refused."""
     try:
         return f"{partner.remote_dir.rstrip('/')}/{decode_partition_key(key)}"
     except UnicodeDecodeError:
@@ -98,15 +105,30 @@ def _remote_path(partner: PartnerConfig, key: str) -> str:
 
 def _relative_path(partner: PartnerConfig, key: str) -> str:
     try:
-        return decode_partition_key(key)
-    except UnicodeDecodeError:
-        raise PartitionKeyError(f"partition key '{key}' is not an encoded remote path", partner=partner.name,
-                                action="delete this partition; keys are created by the partner's sensor") from None
+        return relative_path_of_key(key)
+    except ValueError as exc:
+        raise PartitionKeyError(f"partition key '{key}' is refused: {exc}", partner=partner.name,
+                                action="delete this partition; keys are created by the partner's sensor and "
+                                       "always name a file inside remote_dir") from None
+
+
+def _refuse_foreign_keys(partner: PartnerConfig, keys: list[str]) -> tuple[list[str], list[PartnerIngestError]]:
+    """Split the run's keys into those the sensor could have made and refusals, before any SFTP or S3 call."""
+    accepted, refused = [], []
+    for key in keys:
+        try:
+            _relative_path(partner, key)
+        except PartitionKeyError as exc:
+            refused.append(exc)
+            continue
+        accepted.append(key)
+    return accepted, refused
 
 
 def _object_check(partner: PartnerConfig, key: str, client, bucket: str, s3_key: str, size: int,
-                  sha256: str) -> AssetCheckEvaluation:
-    passed, description, metadata = verify_object(client, bucket=bucket, key=s3_key, size=size, sha256=sha256)
+                  sha256: str, version_id: str | None) -> AssetCheckEvaluation:
+    passed, description, metadata = verify_object(client, bucket=bucket, key=s3_key, size=size, sha256=sha256,
+                                                  version_id=version_id)
     return AssetCheckEvaluation(
         asset_key=files_asset_key(partner), check_name=OBJECT_CHECK, passed=passed, partition=key,
         severity=AssetCheckSeverity.ERROR, description=description,
@@ -161,8 +183,10 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
             EXPANSION_CHECK, asset=contents_asset_key(partner), partitions_def=partitions,
             description="Every entry of the archive's central directory is under its prefix with its size."))
 
-    @multi_asset(name=f"{partner.name}_files", specs=specs, check_specs=check_specs, can_subset=True)
-    def _partner_files(context: AssetExecutionContext, sftp: SftpResource, s3: S3Resource) -> Iterator:
+    @multi_asset(name=f"{partner.name}_files", specs=specs, check_specs=check_specs, can_subset=True,
+                 pool=partner_pool(partner))
+    def _partner_files(context: AssetExecutionContext, sftp: ResourceParam[SftpResource],
+                       s3: ResourceParam[S3Resource]) -> Iterator:
         client = s3.get_client()
         keys = context.partition_keys
         if files_key not in context.selected_asset_keys:
@@ -208,6 +232,12 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
           client, keys: list[str]) -> Iterator:
     """Land the run's files over up to ``max_connections`` parallel sessions (small files are latency-bound);
     every event is yielded from the step's own thread."""
+    all_keys = keys
+    keys, failures = _refuse_foreign_keys(partner, keys)
+    for failure in failures:
+        context.log.error(str(failure))
+    if not keys:
+        _fail_run(partner, failures, [], len(all_keys))
     links = _open_links(context, partner, sftp, len(keys))
     idle: queue.SimpleQueue[PartnerLink] = queue.SimpleQueue()
     for link in links:
@@ -228,7 +258,6 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
         finally:
             idle.put(link)
 
-    failures: list[PartnerIngestError] = []
     waiting_for_action: list[str] = []
     pool = ThreadPoolExecutor(max_workers=len(links), thread_name_prefix=f"{partner.name}-sftp")
     try:
@@ -248,13 +277,18 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
         for link in links:
             link.close()
     if failures:
-        raise Failure(
-            description=(f"partner '{partner.name}': {len(failures)} of {len(keys)} files did not land completely: "
-                         + "; ".join(str(f) for f in failures[:20])
-                         + (f"; and {len(failures) - 20} more" if len(failures) > 20 else "")),
-            metadata={"failed_files": MetadataValue.json([f.path for f in failures]),
-                      "waiting_for_after_landing": MetadataValue.json(waiting_for_action)},
-        )
+        _fail_run(partner, failures, waiting_for_action, len(all_keys))
+
+
+def _fail_run(partner: PartnerConfig, failures: list[PartnerIngestError], waiting_for_action: list[str],
+              total: int) -> None:
+    raise Failure(
+        description=(f"partner '{partner.name}': {len(failures)} of {total} files did not land completely: "
+                     + "; ".join(str(f) for f in failures[:20])
+                     + (f"; and {len(failures) - 20} more" if len(failures) > 20 else "")),
+        metadata={"failed_files": MetadataValue.json([f.path for f in failures]),
+                  "waiting_for_after_landing": MetadataValue.json(waiting_for_action)},
+    )
 
 
 def _land_one(partner: PartnerConfig, landing: LandingConfig, link: PartnerLink, client, key: str,
@@ -272,7 +306,8 @@ def _land_one(partner: PartnerConfig, landing: LandingConfig, link: PartnerLink,
         f"({landed.version.size} bytes, sha256 {landed.sha256})")
     check = None
     if wants_check:
-        check = _object_check(partner, key, client, landing.bucket, landed.key, landed.version.size, landed.sha256)
+        check = _object_check(partner, key, client, landing.bucket, landed.key, landed.version.size, landed.sha256,
+                              landed.s3_version_id)
         if not check.passed:
             outcome.failures.append(PartnerIngestError(check.description or "verification failed",
                                                        partner=partner.name, path=landed.remote_path,
@@ -308,6 +343,7 @@ def _checks_only(context: AssetExecutionContext, partner: PartnerConfig, landing
                  keys: list[str]) -> Iterator:
     """Re-verify what landed (e.g. after someone touched the bucket), from each partition's latest metadata."""
     selected = context.selected_asset_check_keys
+    keys, refused = _refuse_foreign_keys(partner, keys)
     for key in keys:
         records = context.instance.fetch_materializations(
             AssetRecordsFilter(asset_key=files_asset_key(partner), asset_partitions=[key]), limit=1).records
@@ -315,8 +351,18 @@ def _checks_only(context: AssetExecutionContext, partner: PartnerConfig, landing
             continue
         meta = records[0].asset_materialization.metadata
         s3_key = meta["s3_uri"].value.split(f"s3://{landing.bucket}/", 1)[-1]
+        if not s3_key.startswith(partner.landing_prefix):
+            refused.append(PartitionKeyError(
+                f"its latest materialization points at s3://{landing.bucket}/{s3_key}, outside the partner's "
+                f"landing prefix '{partner.landing_prefix}'", partner=partner.name, path=_remote_path(partner, key),
+                action="re-land the file; materializations are recorded by this code location's runs only"))
+            continue
         if AssetCheckKey(files_asset_key(partner), OBJECT_CHECK) in selected:
-            yield _object_check(partner, key, client, landing.bucket, s3_key, meta["size"].value, meta["sha256"].value)
+            recorded_version = meta["s3_version_id"].value if "s3_version_id" in meta else None
+            yield _object_check(partner, key, client, landing.bucket, s3_key, meta["size"].value, meta["sha256"].value,
+                                recorded_version or None)
         if partner.unzip and AssetCheckKey(contents_asset_key(partner), EXPANSION_CHECK) in selected \
                 and is_archive_name(s3_key):
             yield _expansion_check(partner, key, client, landing.bucket, s3_key)
+    if refused:
+        _fail_run(partner, refused, [], len(keys) + len(refused))

@@ -1,12 +1,17 @@
 """Dagster resources: the SFTP connector (credentials via dagster-aws Secrets Manager) and S3.
 
-Endpoints and regions come from the standard AWS environment (``AWS_ENDPOINT_URL``,
-``AWS_DEFAULT_REGION``), so the same code talks to AWS, to moto in tests and to the demo.
+Run config is user input: anyone who can launch a run can fill in the launchpad. So none of these
+resources has a run-config field. Each is a ``ResourceDefinition`` whose config schema is an empty
+``Shape``, against which Dagster rejects any field before the run starts (not ``config_schema=None``:
+Dagster turns that into an optional ``Any`` field that accepts whatever a run sends). Endpoints,
+regions and credentials come from the code location's environment through boto3's standard resolution
+(``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, the task role), so the same code talks to AWS, to moto in
+tests and to the demo; the bucket and partners come from partners.yaml; SFTP settings from code.
 """
 
 
 from botocore.exceptions import BotoCoreError, ClientError
-from dagster import ConfigurableResource, ResourceDependency
+from dagster import ResourceDefinition
 from dagster_aws.s3 import S3Resource
 from dagster_aws.secretsmanager import SecretsManagerResource
 
@@ -16,19 +21,41 @@ from partner_ingest.sftp.connection import ConnectionSettings, SftpSession, open
 from partner_ingest.sftp.credentials import SftpCredentials, credentials_from_secret
 from partner_ingest.sftp.link import PartnerLink
 
+NO_RUN_CONFIG: dict = {}
+"""The config schema of every resource here: an empty Shape, so a run naming any field fails validation."""
 
-class SftpResource(ConfigurableResource):
-    """Opens SFTP sessions to partners with pinned host keys and credentials from Secrets Manager."""
 
-    secrets: ResourceDependency[SecretsManagerResource]
-    connect_timeout_seconds: float = 15.0
-    banner_timeout_seconds: float = 15.0
-    auth_timeout_seconds: float = 30.0
-    channel_timeout_seconds: float = 30.0
-    keepalive_seconds: int = 15
-    window_size_bytes: int = 16 * 1024 * 1024
-    reconnect_attempts: int = 5
-    reconnect_backoff_seconds: float = 1.0
+def environment_only(value: object, description: str) -> ResourceDefinition:
+    """``value`` as a resource that takes no run config; it is built once, from code and environment."""
+    return ResourceDefinition(resource_fn=lambda _context: value, config_schema=NO_RUN_CONFIG,
+                              description=description)
+
+
+class SftpResource(ResourceDefinition):
+    """Opens SFTP sessions to partners with pinned host keys and credentials from Secrets Manager.
+
+    Its own resource definition (value: itself) with no run-config schema: tests and tools choose
+    timeouts and reconnects in code, a launched run cannot. ``secrets`` is used as a client factory
+    only; it is never a resource of the job, so no run can configure it.
+    """
+
+    def __init__(self, secrets: SecretsManagerResource, *, connect_timeout_seconds: float = 15.0,
+                 banner_timeout_seconds: float = 15.0, auth_timeout_seconds: float = 30.0,
+                 channel_timeout_seconds: float = 30.0, keepalive_seconds: int = 15,
+                 window_size_bytes: int = 16 * 1024 * 1024, reconnect_attempts: int = 5,
+                 reconnect_backoff_seconds: float = 1.0):
+        super().__init__(resource_fn=lambda _context: self, config_schema=NO_RUN_CONFIG,
+                         description="SFTP sessions to partners: host keys from partners.yaml, credentials "
+                                     "from Secrets Manager via the environment. Takes no run config.")
+        self.secrets = secrets
+        self.connect_timeout_seconds = connect_timeout_seconds
+        self.banner_timeout_seconds = banner_timeout_seconds
+        self.auth_timeout_seconds = auth_timeout_seconds
+        self.channel_timeout_seconds = channel_timeout_seconds
+        self.keepalive_seconds = keepalive_seconds
+        self.window_size_bytes = window_size_bytes
+        self.reconnect_attempts = reconnect_attempts
+        self.reconnect_backoff_seconds = reconnect_backoff_seconds
 
     def settings(self) -> ConnectionSettings:
         return ConnectionSettings(
@@ -68,7 +95,9 @@ class SftpResource(ConfigurableResource):
                            backoff_seconds=self.reconnect_backoff_seconds)
 
 
-def default_resources() -> dict[str, object]:
-    secrets = SecretsManagerResource()
+def default_resources() -> dict[str, ResourceDefinition]:
+    """The code location's resources: both built from the environment, neither configurable by a run."""
     # dagster-aws configures botocore's "standard" retry mode; 5 attempts ride out throttling and 5xx.
-    return {"sftp": SftpResource(secrets=secrets), "s3": S3Resource(max_attempts=5)}
+    s3 = environment_only(S3Resource(max_attempts=5), "S3 client from the environment (AWS_ENDPOINT_URL, "
+                                                      "AWS_DEFAULT_REGION, the task role). Takes no run config.")
+    return {"sftp": SftpResource(secrets=SecretsManagerResource()), "s3": s3}

@@ -13,6 +13,7 @@ from dagster import (
     DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
+    ResourceParam,
     RunRequest,
     RunsFilter,
     SensorDefinition,
@@ -27,7 +28,10 @@ from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
-from partner_ingest.ingest_plan import Plan, SensorCursor, plan_ingestion
+from partner_ingest.ingest_plan import Plan, SensorCursor, needs_content_check, plan_ingestion
+from partner_ingest.sftp.connection import SftpSession
+from partner_ingest.sftp.reader import server_read_limit
+from partner_ingest.sftp.remote_digest import remote_sha256
 from partner_ingest.sftp.walk import Listing, walk
 
 PARTNER_TAG = "partner"
@@ -43,10 +47,10 @@ def sensor_name(partner: PartnerConfig) -> str:
 
 def archive_dir_inside(partner: PartnerConfig) -> frozenset[str]:
     """``archive_dir`` relative to ``remote_dir`` when it lies inside it: never listed, never re-ingested."""
-    if not partner.archive_dir:
+    archive = partner.archive_root
+    if not archive:
         return frozenset()
     root = posixpath.normpath(partner.remote_dir)
-    archive = posixpath.normpath(posixpath.join(root, partner.archive_dir))
     relative = posixpath.relpath(archive, root)
     return frozenset() if relative == ".." or relative.startswith("../") else frozenset({relative})
 
@@ -83,12 +87,51 @@ def _attempts(context: SensorEvaluationContext, partner: PartnerConfig) -> tuple
     return in_progress, failed
 
 
+def _content_digests(context: SensorEvaluationContext, session: SftpSession, partner: PartnerConfig,
+                     listing: Listing, materialized: dict[str, str], cursor: SensorCursor) -> dict[str, str]:
+    """Hash the remote bytes of landed files whose identity includes content, within the tick's budget.
+
+    The files are taken in key order starting after the last one hashed on the previous tick, so with
+    more bytes than the budget every file still gets its turn (``content_after`` in the cursor).
+    """
+    wanted = needs_content_check(partner, listing, materialized)
+    if not wanted:
+        return {}
+    start = next((i for i, (key, _) in enumerate(wanted) if key > cursor.content_after), 0)
+    ordered = wanted[start:] + wanted[:start]
+    budget = partner.limits.max_content_check_bytes_per_tick
+    limit = server_read_limit(session.sftp)
+    digests: dict[str, str] = {}
+    spent = 0
+    for key, entry in ordered:
+        if digests and spent + entry.size > budget:
+            break
+        try:
+            digests[key] = remote_sha256(session.sftp, session.remote_path(entry.relative_path), entry.size,
+                                         server_limit=limit)
+        except (OSError, EOFError) as exc:  # vanished or unreadable: the next listing or the run reports it
+            context.log.warning(f"partner '{partner.name}': could not hash '{entry.relative_path}': {exc}")
+            continue
+        spent += entry.size
+        cursor.content_after = key
+    if len(digests) == len(wanted):
+        cursor.content_after = ""
+    else:
+        context.log.info(f"partner '{partner.name}': content identity: {len(digests)} of {len(wanted)} landed files "
+                         f"re-read this tick ({spent} bytes, budget {budget}); the rest on later ticks")
+    return digests
+
+
 def _report_problems(context: SensorEvaluationContext, partner: PartnerConfig, listing: Listing,
                      cursor: SensorCursor) -> None:
-    """Skipped entries and unreadable directories are logged when the set changes, not on every tick."""
+    """Skipped entries, unreadable directories and identity notes are logged when they change, not every tick."""
     problems = listing.problems()
-    digest = hashlib.sha256("\n".join(problems).encode()).hexdigest()[:16] if problems else ""
+    notes = listing.notes()
+    digest = hashlib.sha256("\n".join(problems + notes).encode()).hexdigest()[:16] if problems or notes else ""
     if digest != cursor.problems_digest:
+        for line in notes:
+            context.log.warning(f"partner '{partner.name}': {line}. What to do: nothing; set change_detection: "
+                                "content to say so explicitly, or ask the partner's server to send mtimes")
         for line in problems[:200]:
             context.log.warning(f"partner '{partner.name}': not ingested: {line}. What to do: nothing if "
                                 "intended; otherwise ask the partner for a regular, readable file")
@@ -109,9 +152,12 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
                      f"once stable, in runs of up to {partner.limits.max_files_per_run} files."),
         tags={PARTNER_TAG: partner.name},
     )
-    def _files_sensor(context: SensorEvaluationContext, sftp: SftpResource):
+    def _files_sensor(context: SensorEvaluationContext, sftp: ResourceParam[SftpResource]):
         started = time.monotonic()
         cursor = SensorCursor.decode(context.cursor)
+        if cursor.reset:
+            context.log.warning(f"partner '{partner.name}': the sensor cursor was unreadable and was reset; files "
+                                "wait one more stability interval")
         # Dagster's state first, then the listing: a run finishing meanwhile then looks in flight or
         # landed at worst, never "landed but still on the server".
         storage = context.instance.event_log_storage
@@ -129,12 +175,13 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
                            recursive=partner.recursive, marker_suffix=partner.stability.done_marker,
                            skip_dirs=archive_dir_inside(partner),
                            reserved_suffix=EXPANSION_SUFFIX.rstrip("/") if partner.unzip else None)
-        listed = time.monotonic()
+            listed = time.monotonic()
+            content_digests = _content_digests(context, session, partner, listing, materialized, cursor)
         _report_problems(context, partner, listing, cursor)
         plan = plan_ingestion(
             partner, listing, materialized_versions=materialized, in_progress=in_progress, failed_attempts=failed,
             existing_keys=lambda: context.instance.get_dynamic_partitions(partitions_name(partner)),
-            cursor=cursor, now=int(time.time()), last_landed=last_landed)
+            cursor=cursor, now=int(time.time()), last_landed=last_landed, content_digests=content_digests)
         context.log.info(
             f"partner '{partner.name}': {len(listing.files)} files in {listing.directories} directories listed in "
             f"{listed - started:.1f}s; {plan.candidates} new or changed, {plan.waiting_for_stability} not yet "

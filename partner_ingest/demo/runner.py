@@ -80,13 +80,17 @@ class DemoPaths:
 
 def write_dagster_yaml(dagster_home: Path) -> Path:
     """Create ``dagster.yaml`` unless present: no storage section, so SQLite in DAGSTER_HOME; telemetry
-    off; the run queue allows one run per partner at a time, as on AWS (runs carry a ``partner`` tag)."""
+    off; one run per partner at a time, as on AWS: every pool (one per partner's asset) takes one step,
+    which binds runs from the UI and backfills too, and sensor runs' ``partner`` tag is limited as well."""
     path = dagster_home / "dagster.yaml"
     if not path.exists():
         settings = {
             "telemetry": {"enabled": False},
-            "concurrency": {"runs": {"tag_concurrency_limits": [
-                {"key": "partner", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]}},
+            "concurrency": {
+                "pools": {"default_limit": 1, "granularity": "op"},
+                "runs": {"tag_concurrency_limits": [
+                    {"key": "partner", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]},
+            },
         }
         _write_atomically(path, "# Written by `partner-ingest demo`; storage defaults to SQLite in this directory.\n"
                                 + yaml.safe_dump(settings, sort_keys=False))

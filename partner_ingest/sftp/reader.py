@@ -15,8 +15,9 @@ long or lie about the size):
 
 * a reply longer than its request is a protocol error (:class:`ServerProtocolError`);
 * a short reply is completed by re-requesting the rest; the first short reply short of the end of
-  the file teaches the reader the server's largest answer (ProFTPD and Windows servers cap reads at
-  32-64 KiB), and from then on requests are that size, more of them, the same bytes in flight;
+  the file teaches the reader the server's largest answer (servers that cap reads at 32-64 KiB, e.g.
+  Windows-based ones; ProFTPD 1.3.8 answers in full up to 16 MiB), and from then on requests are that
+  size, more of them, the same bytes in flight;
 * after the last expected byte one read at ``offset = size`` must answer EOF
   (:meth:`PipelinedReader.confirm_eof`): a server that under-reports a size, or a file that grew, is
   caught instead of landing truncated. That probe is sent with the last data requests, so it costs
@@ -76,7 +77,7 @@ def server_read_limit(sftp: paramiko.SFTPClient) -> int | None:
     return max_read if max_read > 0 else None
 
 
-class _Responses:
+class Responses:
     """Receives responses that arrive while another request is awaited (paramiko calls this hook)."""
 
     def __init__(self) -> None:
@@ -113,7 +114,7 @@ class PipelinedReader:
         self._orphans: list[int] = []  # requests whose answers no longer matter, collected by drain()
         self._eof_probe: int | None = None
         self.eof_confirmed = False
-        self._responses = _Responses()
+        self._responses = Responses()
         self._ready: deque[bytes] = deque()
         self._ready_bytes = 0
         self.bytes_received = 0        # every byte the server sent us, re-reads included
@@ -193,7 +194,7 @@ class PipelinedReader:
         self._pending.clear()
         self._orphans.clear()
         self._eof_probe = None
-        self._responses = _Responses()
+        self._responses = Responses()
         self._next_request = self._offset + self._ready_bytes
 
     def drain(self) -> None:

@@ -5,6 +5,11 @@ Attributes are untrusted (SFTP v3 makes size, permissions and mtime optional): a
 an error, because without it nothing read can be proven complete; a missing mtime is allowed and
 switches the file to a content identity (``partner_ingest.versions``). Paths are ``lstat``'ed, never
 followed: a symlink (also one swapped in after the listing) is refused.
+
+``LSTAT`` alone is not enough: ProFTPD's ``mod_sftp`` resolves the whole path before calling lstat(2),
+so a symlink answers as the regular file it points to. ``READLINK`` succeeds only on a link, on every
+server seen here, so both are sent together (one round trip) and a readable link target refuses the
+path.
 """
 
 from __future__ import annotations
@@ -12,9 +17,11 @@ from __future__ import annotations
 import stat
 
 import paramiko
+from paramiko.sftp import CMD_ATTRS, CMD_LSTAT, CMD_NAME, CMD_READLINK, CMD_STATUS
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.errors import RemoteFileChangedError, RemotePathError, ServerMisbehavedError
+from partner_ingest.sftp.reader import Responses
 from partner_ingest.versions import RemoteVersion
 
 
@@ -29,7 +36,7 @@ def lstat_regular_file(sftp: paramiko.SFTPClient, partner: PartnerConfig, remote
                        while_reading: bool = False) -> RemoteVersion:
     """``lstat`` the path: a regular file with a size, or a typed error saying what to do."""
     try:
-        attrs = sftp.lstat(remote_path)
+        attrs, link_target = lstat_and_readlink(sftp, remote_path)
     except FileNotFoundError:
         if while_reading:
             raise RemoteFileChangedError(f"'{remote_path}' vanished while it was read", partner=partner.name,
@@ -42,7 +49,7 @@ def lstat_regular_file(sftp: paramiko.SFTPClient, partner: PartnerConfig, remote
         raise RemotePathError(f"user '{partner.username}' may not stat '{remote_path}'", partner=partner.name,
                               path=remote_path, action="ask the partner to grant read access") from None
     mode = attrs.st_mode or 0
-    if stat.S_ISLNK(mode):
+    if stat.S_ISLNK(mode) or link_target is not None:
         raise RemotePathError(f"'{remote_path}' is a symbolic link" + (" now (it was replaced while it was read)"
                                                                       if while_reading else ""),
                               partner=partner.name, path=remote_path,
@@ -58,3 +65,35 @@ def lstat_regular_file(sftp: paramiko.SFTPClient, partner: PartnerConfig, remote
             action="nothing was landed and the remote file is untouched; ask the partner's server administrator "
                    "to report file sizes (SFTP attribute 'size')")
     return version
+
+
+def lstat_and_readlink(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPAttributes, str | None]:
+    """``LSTAT`` and ``READLINK`` of one path, pipelined: the attributes and the link target (None: not a link).
+
+    paramiko has no pipelined form of these calls, so this uses the same request plumbing as its own
+    ``stat``/``readlink`` (``_async_request``/``_read_response``).
+    """
+    encoded = sftp._adjust_cwd(path)
+    responses = Responses()
+    lstat_num = sftp._async_request(responses, CMD_LSTAT, encoded)
+    readlink_num = sftp._async_request(responses, CMD_READLINK, encoded)
+    link_target: str | None = None
+    try:
+        t, msg = _await(sftp, responses, readlink_num)
+        if t == CMD_NAME and msg.get_int() >= 1:
+            link_target = msg.get_text()
+    except (OSError, EOFError):  # "not a link" arrives as an error status, whose wording varies by server
+        link_target = None
+    t, msg = _await(sftp, responses, lstat_num)
+    if t != CMD_ATTRS:
+        raise ServerMisbehavedError(f"expected attributes for '{path}', got SFTP packet type {t}")
+    return paramiko.SFTPAttributes._from_msg(msg), link_target
+
+
+def _await(sftp: paramiko.SFTPClient, responses: Responses, num: int) -> tuple[int, paramiko.Message]:
+    if num in responses.arrived:
+        t, msg = responses.arrived.pop(num)
+        if t == CMD_STATUS:
+            sftp._convert_status(msg)
+        return t, msg
+    return sftp._read_response(num)

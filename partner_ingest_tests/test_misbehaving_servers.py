@@ -1,0 +1,156 @@
+"""A server that lies (no size, wrong size, long or short replies, capped reads, no mtime, a file
+swapped for a link) never lands wrong bytes and never costs the partner its original: each case is a
+real Dagster run against a real (asyncssh) SFTP server that misbehaves on purpose."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from dagster import instance_for_test
+
+from partner_ingest.defs.assets import files_asset_key
+from partner_ingest_tests.dagster_helpers import land
+from partner_ingest_tests.harness.misbehaving_sftp import Misbehaviour
+from partner_ingest_tests.sensor_helpers import SensorDriver
+
+KIB = 1024
+MIB = 1024 * KIB
+
+
+def _failure(result) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "the run was expected to fail"
+    return failures[0].event_specific_data.error.message
+
+
+def _keys(s3, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_object_versions(Bucket=bucket).get("Versions", [])]
+
+
+def _materialization(instance, rig, key):
+    records = instance.fetch_materializations(files_asset_key(rig.partner), limit=10).records
+    return next(r.asset_materialization for r in records if r.partition_key == key)
+
+
+@pytest.mark.parametrize(("misbehaviour", "says"), [
+    (Misbehaviour(omit_size=True), "reported no size"),
+    (Misbehaviour(size_delta=-100), "more bytes than the size its server reported"),
+    (Misbehaviour(size_delta=+100), "shrank while it was read"),
+    (Misbehaviour(long_reads=10), "protocol error"),
+    (Misbehaviour(long_reads=10, read_cap=32 * KIB), "protocol error"),
+], ids=["no-size", "under-reported-size", "over-reported-size", "long-replies", "long-replies-capped"])
+def test_a_lying_server_lands_nothing_and_keeps_the_original(misbehaving_partner, s3, misbehaviour, says):
+    rig = misbehaving_partner(misbehaviour, after_landing="delete")
+    data = os.urandom(3 * MIB + 17)
+    path = rig.write("report.csv", data)
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["report.csv"])
+    assert not result.success
+    message = _failure(result)
+    assert says in message
+    assert rig.partner.name in message and "/report.csv" in message and "What to do" in message
+    assert _keys(s3, rig.landing.bucket) == []          # no wrong object, not even an old version
+    assert not s3.list_multipart_uploads(Bucket=rig.landing.bucket).get("Uploads")
+    assert path.read_bytes() == data                    # the original is still on the partner's server
+
+
+def test_a_small_file_from_a_server_that_under_reports_its_size_is_refused(misbehaving_partner, s3):
+    """Below the multipart threshold the whole file is one PutObject: the EOF proof still comes first."""
+    rig = misbehaving_partner(Misbehaviour(size_delta=-1), after_landing="delete")
+    path = rig.write("tiny.txt", b"0123456789")
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["tiny.txt"])
+    assert not result.success and "more bytes than the size" in _failure(result)
+    assert _keys(s3, rig.landing.bucket) == [] and path.exists()
+
+
+@pytest.mark.parametrize("misbehaviour", [Misbehaviour(short_reads=True), Misbehaviour(read_cap=32 * KIB),
+                                          Misbehaviour(read_cap=64 * KIB, short_reads=True)],
+                         ids=["short-replies", "capped-32k", "capped-64k-and-short"])
+def test_short_and_capped_replies_land_byte_exact(misbehaving_partner, s3, misbehaviour):
+    rig = misbehaving_partner(misbehaviour)
+    sizes = {"small.bin": 300 * KIB + 3, "multipart.bin": 20 * MIB + 5}
+    data = {name: os.urandom(size) for name, size in sizes.items()}
+    for name, content in data.items():
+        rig.write(name, content)
+    result, instance, keys = land(rig.partner, rig.landing.bucket, sorted(data))
+    assert result.success
+    for name, content in data.items():
+        body = s3.get_object(Bucket=rig.landing.bucket, Key=f"partners/{rig.partner.name}/{name}")["Body"].read()
+        assert hashlib.sha256(body).hexdigest() == hashlib.sha256(content).hexdigest()
+        meta = _materialization(instance, rig, name).metadata
+        assert meta["sha256"].value == hashlib.sha256(content).hexdigest()
+
+
+def test_a_read_cap_is_learned_from_the_first_short_reply(misbehaving_partner, s3):
+    """A 32 KiB cap costs about one request per 32 KiB, not one round trip per piece of every 255 KiB ask."""
+    rig = misbehaving_partner(Misbehaviour(read_cap=32 * KIB))
+    size = 16 * MIB - 1
+    rig.write("big.bin", os.urandom(size))
+    rig.counters.reset()
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["big.bin"])
+    assert result.success
+    reads = rig.counters.snapshot()["reads"]
+    ideal = -(-size // (32 * KIB))
+    # The requests already in flight when the cap shows (32 of 255 KiB) each need 7 follow-ups; after that
+    # every request is answered in full. Without learning it would be 8 requests per 255 KiB, in series.
+    assert reads <= ideal + 32 + 2, (reads, ideal)
+    assert _materialization(instance, rig, "big.bin").metadata["read_chunk_size"].value == 32 * KIB
+
+
+def test_a_read_cap_offered_by_limits_extension_is_used_from_the_first_request(misbehaving_partner, s3):
+    rig = misbehaving_partner(Misbehaviour(read_cap=64 * KIB, limits=True))
+    size = 4 * MIB + 1
+    rig.write("f.bin", os.urandom(size))
+    rig.counters.reset()
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["f.bin"])
+    assert result.success
+    counters = rig.counters.snapshot()
+    assert counters["max_read_requested"] <= 64 * KIB
+    assert counters["short_answers"] == 0
+    assert _materialization(instance, rig, "f.bin").metadata["read_chunk_size"].value == 64 * KIB
+
+
+def test_a_file_swapped_for_a_symlink_after_the_listing_is_refused(misbehaving_partner, s3):
+    rig = misbehaving_partner(after_landing="delete")
+    rig.write("secret.txt", b"not the partner's to send")
+    path = rig.write("data.csv", b"a,b\n1,2\n")
+    rig.replace_with_symlink("data.csv", "secret.txt")
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["data.csv"])
+    assert not result.success
+    message = _failure(result)
+    assert "symbolic link" in message and "/data.csv" in message and "What to do" in message
+    assert _keys(s3, rig.landing.bucket) == []
+    assert os.path.islink(path) and (rig.tree / "secret.txt").exists()
+
+
+def test_no_mtime_gives_a_content_identity_and_same_size_rewrites_are_landed(misbehaving_partner, s3):
+    rig = misbehaving_partner(Misbehaviour(omit_mtime=True), stability={"min_age_seconds": 0})
+    first = b"id,amount\n1,100\n"
+    rig.write("ledger.csv", first)
+    with instance_for_test() as instance:
+        driver = SensorDriver(rig.config, instance)
+        tick = driver.tick()
+        assert len(tick.run_requests) == 1
+        assert all(r.success for r in driver.launch(tick.run_requests))
+        version = _materialization(instance, rig, "ledger.csv").tags["dagster/data_version"]
+        assert version.startswith(f"{len(first)}-nomtime-")
+        assert version.endswith(hashlib.sha256(first).hexdigest()[:16])
+        assert driver.tick().run_requests == []      # same bytes: landed, nothing asked again
+
+        corrected = b"id,amount\n1,900\n"               # same size, no mtime to tell
+        rig.write("ledger.csv", corrected)
+        tick = driver.tick()
+        assert len(tick.run_requests) == 1
+        assert all(r.success for r in driver.launch(tick.run_requests))
+        body = s3.get_object(Bucket=rig.landing.bucket, Key=f"partners/{rig.partner.name}/ledger.csv")["Body"]
+        assert body.read() == corrected
+        assert driver.tick().run_requests == []
+
+
+def test_the_listing_report_says_when_the_server_sends_no_mtime(misbehaving_partner, capfd):
+    rig = misbehaving_partner(Misbehaviour(omit_mtime=True))
+    rig.write("a.csv", b"x")
+    with instance_for_test() as instance:
+        SensorDriver(rig.config, instance).tick()
+    assert "sends no modification time for 1 file(s)" in capfd.readouterr().err

@@ -1,0 +1,190 @@
+"""Nothing can be pointed elsewhere and no original is lost: crafted partition keys, same-size
+replacements, partner-published checksums, archive_dir resolution. Real sshd, moto, Dagster runs."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+
+import pytest
+from dagster import AssetCheckKey, AssetKey, AssetSelection, DagsterInstance, materialize
+
+from partner_ingest.config import LandingConfig
+from partner_ingest.defs.assets import OBJECT_CHECK, build_files_asset, files_asset_key
+from partner_ingest.defs.partitions import partitions_name
+from partner_ingest.defs.resources import default_resources
+from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest_tests.dagster_helpers import land
+
+
+def _failure(result) -> str:
+    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
+    assert failures, "the run was expected to fail"
+    return failures[0].event_specific_data.error.message
+
+
+def _versions(s3, bucket: str) -> list[str]:
+    return [o["Key"] for o in s3.list_object_versions(Bucket=bucket).get("Versions", [])]
+
+
+def _latest(instance, rig, name):
+    records = instance.fetch_materializations(files_asset_key(rig.partner), limit=50).records
+    return next(r.asset_materialization for r in records if r.partition_key == encode_partition_key(name))
+
+
+def _run_keys(partner, bucket: str, keys: list[str], instance: DagsterInstance, *, checks_only: bool = False):
+    instance.add_dynamic_partitions(partitions_name(partner), keys)
+    asset = build_files_asset(partner, LandingConfig(bucket=bucket))
+    ranged = len(keys) > 1 or checks_only
+    tags = {"dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]} \
+        if ranged else {}
+    selection = {}
+    if checks_only:
+        selection = {"selection": AssetSelection.checks(AssetCheckKey(files_asset_key(partner), OBJECT_CHECK))}
+    return materialize([asset], instance=instance, resources=default_resources(),
+                       partition_key=None if ranged else keys[0], tags=tags, raise_on_error=False,
+                       **selection)
+
+
+@pytest.mark.parametrize("relative", ["../outside/ledger.db", "/etc/hostname", "in/../../outside/ledger.db",
+                                      "./a.csv", "in//a.csv", "in/."])
+def test_crafted_partition_keys_are_refused_before_any_sftp_or_s3_call(make_partner, s3, sshd, relative):
+    rig = make_partner(after_landing="delete")
+    outside = rig.tree.parent / "outside"
+    outside.mkdir(exist_ok=True)
+    (outside / "ledger.db").write_bytes(b"the partner's private ledger")
+    rig.write("in/a.csv", b"a")
+    rig.write("a.csv", b"a")
+    log_before = sshd.log_path.read_text()
+    key = encode_partition_key(relative)
+    with DagsterInstance.ephemeral() as instance:
+        result = _run_keys(rig.partner, rig.landing.bucket, [key], instance)
+    assert not result.success
+    message = _failure(result)
+    assert "is refused" in message and rig.partner.name in message and "What to do" in message
+    assert _versions(s3, rig.landing.bucket) == []
+    assert (outside / "ledger.db").read_bytes() == b"the partner's private ledger"
+    assert (rig.tree / "a.csv").exists() and (rig.tree / "in/a.csv").exists()
+    # Not even a login: refused before any SFTP session was opened.
+    assert sshd.log_path.read_text().count("Accepted password") == log_before.count("Accepted password")
+
+
+def test_a_crafted_key_in_a_range_fails_alone_and_the_others_land(make_partner, s3):
+    rig = make_partner()
+    rig.write("b.csv", b"b")
+    with DagsterInstance.ephemeral() as instance:
+        result = _run_keys(rig.partner, rig.landing.bucket, ["%2E%2E/etc/passwd", "b.csv"], instance)
+        assert not result.success and "is refused" in _failure(result)
+        assert _latest(instance, rig, "b.csv").metadata["size"].value == 1
+    assert _versions(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/b.csv"]
+
+
+def test_crafted_keys_are_refused_by_checks_too(make_partner, s3):
+    rig = make_partner()
+    with DagsterInstance.ephemeral() as instance:
+        result = _run_keys(rig.partner, rig.landing.bucket, ["%2E%2E/x"], instance, checks_only=True)
+    assert not result.success and "is refused" in _failure(result)
+
+
+def test_same_size_same_mtime_replacement_is_landed_before_delete(make_partner, s3):
+    """The partner re-sends a corrected file with preserved timestamps after the first landing: the
+    remote bytes are re-read and compared before delete, so the correction lands instead of being lost."""
+    rig = make_partner(after_landing="leave")
+    original, corrected = b"id,amount\n1,100\n", b"id,amount\n1,900\n"
+    path = rig.write("pay.csv", original, mtime=1_700_000_000)
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["pay.csv"])
+    assert result.success
+    rig.write("pay.csv", corrected, mtime=1_700_000_000)           # same size, same mtime
+    deleting = rig.partner.model_copy(update={"after_landing": "delete"})
+    result, instance, _ = land(deleting, rig.landing.bucket, ["pay.csv"], instance=instance)
+    assert result.success
+    assert not path.exists()
+    key = f"partners/{rig.partner.name}/pay.csv"
+    assert s3.get_object(Bucket=rig.landing.bucket, Key=key)["Body"].read() == corrected
+    meta = _latest(instance, rig, "pay.csv").metadata
+    assert meta["uploaded"].value is True and meta["sha256"].value == hashlib.sha256(corrected).hexdigest()
+
+
+def test_an_unchanged_already_landed_file_is_proven_equal_before_delete(make_partner, s3):
+    rig = make_partner(after_landing="leave")
+    path = rig.write("same.csv", b"same bytes")
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["same.csv"])
+    assert result.success
+    deleting = rig.partner.model_copy(update={"after_landing": "delete"})
+    result, instance, _ = land(deleting, rig.landing.bucket, ["same.csv"], instance=instance)
+    assert result.success and not path.exists()
+    meta = _latest(instance, rig, "same.csv").metadata
+    assert meta["uploaded"].value is False and meta["reverified_remote_bytes"].value is True
+    assert len(_versions(s3, rig.landing.bucket)) == 1
+
+
+def test_change_detection_content_lands_in_place_rewrites(make_partner, s3):
+    rig = make_partner(change_detection="content")
+    rig.write("r.csv", b"v1-xx", mtime=1_700_000_000)
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["r.csv"])
+    assert result.success
+    assert _latest(instance, rig, "r.csv").tags["dagster/data_version"] == \
+        f"5-1700000000-{hashlib.sha256(b'v1-xx').hexdigest()[:16]}"
+    rig.write("r.csv", b"v2-yy", mtime=1_700_000_000)
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["r.csv"], instance=instance)
+    assert result.success
+    assert s3.get_object(Bucket=rig.landing.bucket, Key=f"partners/{rig.partner.name}/r.csv")["Body"].read() \
+        == b"v2-yy"
+
+
+@pytest.mark.parametrize("algorithm", ["sha256", "md5"])
+def test_a_sidecar_that_matches_is_recorded_as_verified_against(make_partner, s3, algorithm):
+    rig = make_partner(source_checksums={"sidecar": f".{algorithm}", "algorithm": algorithm},
+                       after_landing="delete")
+    data = os.urandom(20 * 1024 * 1024 + 3)     # multipart: the check happens before the last part
+    rig.write("in/big.bin", data)
+    rig.write(f"in/big.bin.{algorithm}", f"{hashlib.new(algorithm, data).hexdigest()}  big.bin\n".encode())
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["in/big.bin"])
+    assert result.success
+    assert _latest(instance, rig, "in/big.bin").metadata["verified_against"].value == "sidecar"
+    assert not (rig.tree / "in/big.bin").exists() and not (rig.tree / f"in/big.bin.{algorithm}").exists()
+
+
+@pytest.mark.parametrize("size", [100, 20 * 1024 * 1024 + 3], ids=["single-put", "multipart"])
+def test_a_sidecar_mismatch_aborts_the_upload_and_keeps_the_original(make_partner, s3, size):
+    rig = make_partner(source_checksums={"sidecar": ".sha256"}, after_landing="delete")
+    data = os.urandom(size)
+    path = rig.write("x.bin", data)
+    rig.write("x.bin.sha256", hashlib.sha256(b"what the partner meant to send").hexdigest().encode())
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["x.bin"])
+    assert not result.success
+    message = _failure(result)
+    assert "sidecar" in message and "/x.bin" in message and "What to do" in message
+    assert _versions(s3, rig.landing.bucket) == []
+    assert not s3.list_multipart_uploads(Bucket=rig.landing.bucket).get("Uploads")
+    assert path.read_bytes() == data
+
+
+def test_a_missing_required_sidecar_refuses_the_file(make_partner, s3):
+    rig = make_partner(source_checksums={"sidecar": ".sha256"})
+    rig.write("y.csv", b"y")
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["y.csv"])
+    assert not result.success and "does not exist" in _failure(result)
+    assert _versions(s3, rig.landing.bucket) == []
+
+
+def test_a_manifest_verifies_every_file_of_its_directory(make_partner, s3):
+    rig = make_partner(source_checksums={"manifest": "SHA256SUMS"})
+    files = {"d/a.csv": b"alpha", "d/b.csv": b"beta"}
+    for name, data in files.items():
+        rig.write(name, data)
+    rig.write("d/SHA256SUMS", "".join(f"{hashlib.sha256(d).hexdigest()} *{n.split('/')[-1]}\n"
+                                      for n, d in files.items()).encode())
+    result, instance, _ = land(rig.partner, rig.landing.bucket, sorted(files))
+    assert result.success
+    for name in files:
+        assert _latest(instance, rig, name).metadata["verified_against"].value == "manifest"
+
+
+def test_a_relative_archive_dir_is_resolved_inside_remote_dir_when_moving(make_partner):
+    rig = make_partner(after_landing="move", archive_dir="done")
+    rig.write("in/x.csv", b"x")
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["in/x.csv"])
+    assert result.success
+    assert (rig.tree / "done/in/x.csv").read_bytes() == b"x"
+    assert AssetKey(["partners", rig.partner.name, "files"]) == files_asset_key(rig.partner)
