@@ -18,7 +18,7 @@ from partner_ingest.defs.resources import default_resources
 from partner_ingest.errors import AuthenticationError, HostKeyError
 from partner_ingest.landing.upload import read_sha256_tag
 from partner_ingest.partition_keys import encode_partition_key
-from partner_ingest_tests import test_after_landing, test_faults, test_landing, test_sensor
+from partner_ingest_tests import test_after_landing, test_faults, test_landing, test_never_lose_an_original, test_sensor
 from partner_ingest_tests.dagster_helpers import land
 from partner_ingest_tests.harness.files import write_random
 from partner_ingest_tests.harness.proftpd import HOST_KEY_TYPES
@@ -40,6 +40,10 @@ test_move_keeps_the_relative_path_and_suffixes_clashes = \
     test_after_landing.test_move_keeps_the_relative_path_and_suffixes_clashes
 test_second_run_of_the_same_file_uploads_nothing = \
     test_faults.test_repeated_run_at_the_same_version_uploads_nothing_and_says_so
+test_same_size_replacement_is_landed_before_delete = \
+    test_never_lose_an_original.test_same_size_same_mtime_replacement_is_landed_before_delete
+test_sidecar_mismatch_aborts_the_upload = \
+    test_never_lose_an_original.test_a_sidecar_mismatch_aborts_the_upload_and_keeps_the_original
 
 instance = test_sensor.instance  # test_sensor's fixtures, which the two sensor tests below take
 driver_for = test_sensor.driver_for
@@ -124,3 +128,18 @@ def test_each_host_key_type_can_be_pinned_alone(make_partner, proftpd, kind):
         transport = session.client.get_transport()
         assert transport.remote_version.startswith("SSH-2.0-mod_sftp")
         assert transport.get_remote_server_key().get_base64() == proftpd.host_key_lines[kind].split()[1]
+
+
+def test_a_symlink_is_refused_although_proftpd_lstat_follows_it(make_partner, s3):
+    """ProFTPD's LSTAT answers for the link's target; READLINK, sent with it, tells the link apart."""
+    rig = make_partner(after_landing="delete")
+    elsewhere = rig.tree.parent / f"{rig.tree.name}-private.txt"
+    elsewhere.write_bytes(b"not the partner's to send")
+    elsewhere.chmod(0o644)
+    link = rig.tree / "a.csv"
+    link.symlink_to(elsewhere)
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
+    assert not result.success
+    assert "symbolic link" in _run_failure_text(result)
+    assert _objects(s3, rig.landing.bucket) == []
+    assert link.is_symlink() and elsewhere.exists()
