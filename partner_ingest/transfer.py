@@ -16,9 +16,10 @@ content), the remote bytes are re-read and their SHA-256 compared with the lande
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -46,7 +47,6 @@ from partner_ingest.sftp.reader import (
     RemoteFileGrew,
     RemoteFileShrunk,
     ServerProtocolError,
-    server_read_limit,
 )
 from partner_ingest.sftp.remote_file import lstat_regular_file
 from partner_ingest.source_checksums import ExpectedDigest, read_expected_digest
@@ -234,9 +234,28 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
                 return landed(existing[0], existing[1], uploaded=False, source=source, reverified=True)
             # Same size and mtime, other bytes: the partner rewrote it in place. Land it again.
 
+    metadata = object_metadata(partner, relative_path, remote_path, version)
+    with _remote_source(link, partner, remote_path, version, expected) as source:
+        try:
+            landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata,
+                                          expected_size=version.size,
+                                          config=transfer_config(multipart_threshold=multipart_threshold),
+                                          sha256_of_source=source.result)
+        except BaseException as exc:
+            raise _translate(exc, partner, remote_path, bucket, key, source.resumes) from None
+    if landed_object.size != version.size:
+        raise LandingError(f"read {landed_object.size} bytes of '{remote_path}', expected {version.size}",
+                           partner=partner.name, path=remote_path, action="re-run the file")
+    return landed(landed_object.sha256, landed_object.version_id, uploaded=True, source=source)
+
+
+@contextlib.contextmanager
+def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, version: RemoteVersion,
+                   expected: ExpectedDigest | None) -> Iterator[_HashingSource]:
+    """The remote file open for a verified, resumable read; drained and closed however the read ends."""
     remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
     reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
-                             server_limit=_read_limit(link.session))
+                             server_limit=link.session.read_limit)
 
     def reopen(cause: BaseException) -> bytes:
         nonlocal remote
@@ -251,63 +270,25 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
                                                                                   link.session.sftp)),
                             on_end=lambda src: _check_digest(partner, remote_path, expected, src),
                             extra_algorithm=expected.algorithm if expected else None)
-    metadata = object_metadata(partner, relative_path, remote_path, version)
     try:
-        landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata, expected_size=version.size,
-                                      config=transfer_config(multipart_threshold=multipart_threshold),
-                                      sha256_of_source=source.result)
-    except BaseException as exc:
-        raise _translate(exc, partner, remote_path, bucket, key, source.resumes) from None
+        yield source
     finally:
         try:
             reader.drain()
             remote.close()
         except (OSError, EOFError, paramiko.SSHException):
             pass
-    if landed_object.size != version.size:
-        raise LandingError(f"read {landed_object.size} bytes of '{remote_path}', expected {version.size}",
-                           partner=partner.name, path=remote_path, action="re-run the file")
-    return landed(landed_object.sha256, landed_object.version_id, uploaded=True, source=source)
-
-
-def _read_limit(session: SftpSession) -> int | None:
-    """The server's read limit, asked once per session (``limits@openssh.com``)."""
-    if not hasattr(session, "read_limit"):
-        session.read_limit = server_read_limit(session.sftp)  # type: ignore[attr-defined]
-    return session.read_limit  # type: ignore[attr-defined]
 
 
 def _read_through(link: PartnerLink, partner: PartnerConfig, remote_path: str, version: RemoteVersion,
                   expected: ExpectedDigest | None) -> _HashingSource:
     """Re-read the remote file to its proven end without uploading it; the digest is in the result."""
-    remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
-    reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
-                             server_limit=_read_limit(link.session))
-
-    def reopen(cause: BaseException) -> bytes:
-        nonlocal remote
-        session = link.reconnect(f"re-reading '{remote_path}' at byte {reader.offset}: {cause}")
-        _unchanged(partner, remote_path, version, session.sftp)
-        remote = _open_remote(session, remote_path)
-        reader.resume(session.sftp, remote.handle)
-        return remote.handle
-
-    source = _HashingSource(reader, version.size, reopen=reopen, max_resumes=link.retries,
-                            unchanged=lambda: _with_link(link, lambda: _unchanged(partner, remote_path, version,
-                                                                                  link.session.sftp)),
-                            on_end=lambda src: _check_digest(partner, remote_path, expected, src),
-                            extra_algorithm=expected.algorithm if expected else None)
-    try:
-        while source.read(1024 * 1024):
-            pass
-    except BaseException as exc:
-        raise _translate(exc, partner, remote_path, None, None, source.resumes) from None
-    finally:
+    with _remote_source(link, partner, remote_path, version, expected) as source:
         try:
-            reader.drain()
-            remote.close()
-        except (OSError, EOFError, paramiko.SSHException):
-            pass
+            while source.read(1024 * 1024):
+                pass
+        except BaseException as exc:
+            raise _translate(exc, partner, remote_path, None, None, source.resumes) from None
     return source
 
 

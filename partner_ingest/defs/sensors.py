@@ -30,7 +30,6 @@ from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.ingest_plan import Plan, SensorCursor, needs_content_check, plan_ingestion
 from partner_ingest.sftp.connection import SftpSession
-from partner_ingest.sftp.reader import server_read_limit
 from partner_ingest.sftp.remote_digest import remote_sha256
 from partner_ingest.sftp.walk import Listing, walk
 
@@ -100,7 +99,6 @@ def _content_digests(context: SensorEvaluationContext, session: SftpSession, par
     start = next((i for i, (key, _) in enumerate(wanted) if key > cursor.content_after), 0)
     ordered = wanted[start:] + wanted[:start]
     budget = partner.limits.max_content_check_bytes_per_tick
-    limit = server_read_limit(session.sftp)
     digests: dict[str, str] = {}
     spent = 0
     for key, entry in ordered:
@@ -108,7 +106,7 @@ def _content_digests(context: SensorEvaluationContext, session: SftpSession, par
             break
         try:
             digests[key] = remote_sha256(session.sftp, session.remote_path(entry.relative_path), entry.size,
-                                         server_limit=limit)
+                                         server_limit=session.read_limit)
         except (OSError, EOFError) as exc:  # vanished or unreadable: the next listing or the run reports it
             context.log.warning(f"partner '{partner.name}': could not hash '{entry.relative_path}': {exc}")
             continue

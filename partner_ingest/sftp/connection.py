@@ -9,6 +9,7 @@ from __future__ import annotations
 import base64
 import stat
 from dataclasses import dataclass
+from functools import cached_property
 from types import TracebackType
 
 import paramiko
@@ -23,6 +24,7 @@ from partner_ingest.errors import (
 )
 from partner_ingest.sftp import channel_buffer
 from partner_ingest.sftp.credentials import SftpCredentials
+from partner_ingest.sftp.reader import server_read_limit
 
 # aes-gcm is ~20% faster than paramiko's default aes128-ctr; the rest keep paramiko's order.
 _PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
@@ -106,6 +108,11 @@ class SftpSession:
             self.sftp.close()
         finally:
             self.client.close()
+
+    @cached_property
+    def read_limit(self) -> int | None:
+        """The server's ``limits@openssh.com`` read limit, asked once per session (None: not offered)."""
+        return server_read_limit(self.sftp)
 
     def remote_path(self, relative_path: str) -> str:
         base = self.partner.remote_dir
