@@ -22,7 +22,7 @@ import paramiko
 from partner_ingest.errors import AfterLandingError, PartnerIngestError
 from partner_ingest.partition_keys import encode_partition_key, relative_path_of_key
 from partner_ingest.sftp.link import PartnerLink
-from partner_ingest.sftp.remote_file import version_of
+from partner_ingest.sftp.remote_file import is_inside, lstat_and_readlink, version_of
 from partner_ingest.transfer import LandedFile
 
 
@@ -51,13 +51,16 @@ def apply_after_landing(link: PartnerLink, landed: LandedFile) -> AfterLandingOu
     sftp = link.session.sftp
     path = landed.remote_path
     try:
-        attrs = sftp.lstat(path)
+        root = link.session.root_realpath
+        attrs, link_target, parent = lstat_and_readlink(sftp, path, resolve_parent=True)
     except FileNotFoundError:
         return AfterLandingOutcome("skipped", "the remote file is already gone")
     except (OSError, paramiko.SSHException) as exc:
         raise _failed(partner.name, path, partner.after_landing, exc) from None
-    if attrs.st_mode is not None and not stat.S_ISREG(attrs.st_mode):
+    if (attrs.st_mode is not None and not stat.S_ISREG(attrs.st_mode)) or link_target is not None:
         return AfterLandingOutcome("skipped", "the path is no longer a regular file (never followed or removed)")
+    if not is_inside(parent, root):
+        return AfterLandingOutcome("skipped", f"the path now resolves outside remote_dir ('{parent}'): not touched")
     now = version_of(attrs)
     if now is None or now != landed.version:
         found = now.token if now else "no size"

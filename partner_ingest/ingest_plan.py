@@ -39,8 +39,7 @@ from dataclasses import dataclass, field
 from partner_ingest.config import PartnerConfig
 from partner_ingest.partition_keys import encode_partition_key
 from partner_ingest.sftp.walk import Listing, RemoteEntry
-from partner_ingest.source_checksums import is_checksum_file
-from partner_ingest.versions import metadata_part, uses_content_identity, version_token
+from partner_ingest.versions import DIGEST_CHARS, NO_MTIME, parse_token, uses_content_identity, version_token
 
 _FP = struct.Struct(">8sI")
 _RETRY = struct.Struct(">8sQHI")
@@ -129,37 +128,53 @@ class _Candidate:
         return version_token(self.entry.size, self.entry.mtime)
 
 
-def _landed_state(partner: PartnerConfig, entry: RemoteEntry, materialized: str | None,
-                  content_digests: Mapping[str, str], key: str) -> str:
-    """"new", "landed" or "changed": the listing against the latest materialization's data version.
+def _comparison(partner: PartnerConfig, entry: RemoteEntry, materialized: str | None) -> str:
+    """How the listing compares with the latest data version: "new", "changed", "same" (size and
+    mtime), or "content" (size and mtime agree, and only the remote bytes' digest can tell).
 
-    With a content identity (``change_detection: content``, or a server that sends no mtime), equal
-    size and mtime prove nothing: the remote bytes' digest (hashed by the sensor) decides; a file
-    whose bytes were not hashed this tick counts as landed until its turn comes.
+    Servers may send an mtime in a listing and not in a stat (or the reverse), so the sensor and the
+    run may see different attributes: sizes must agree, mtimes must agree where both are known, and
+    the digest decides wherever either side had no mtime or the partner asks for content identity.
     """
     if materialized is None:
         return "new"
-    token = version_token(entry.size, entry.mtime)
-    if not uses_content_identity(partner.change_detection, entry.mtime):
-        return "landed" if materialized == token else "changed"
-    if metadata_part(materialized) != token:
+    size, mtime, digest = parse_token(materialized)
+    if size != str(entry.size):
         return "changed"
+    if mtime != NO_MTIME and entry.mtime is not None and mtime != str(entry.mtime):
+        return "changed"
+    if not (uses_content_identity(partner.change_detection, entry.mtime) or mtime == NO_MTIME):
+        return "same"
+    if digest is None:
+        # Landed before content identity applied: with change_detection: content, prove it once (the run
+        # re-reads and records the digest); a listing without mtime cannot be compared more closely.
+        return "changed" if partner.change_detection == "content" else "same"
+    return "content"
+
+
+def _landed_state(partner: PartnerConfig, entry: RemoteEntry, materialized: str | None,
+                  content_digests: Mapping[str, str], key: str) -> str:
+    """"new", "landed" or "changed"; a file whose bytes were not hashed this tick counts as landed until
+    its turn comes."""
+    comparison = _comparison(partner, entry, materialized)
+    if comparison in ("new", "changed"):
+        return comparison
+    if comparison == "same":
+        return "landed"
     digest = content_digests.get(key)
     if digest is None:
         return "landed"
-    return "landed" if materialized == version_token(entry.size, entry.mtime, digest) else "changed"
+    assert materialized is not None
+    return "landed" if digest[:DIGEST_CHARS] == parse_token(materialized)[2] else "changed"
 
 
 def needs_content_check(partner: PartnerConfig, listing: Listing, materialized_versions: Mapping[str, str]
                         ) -> list[tuple[str, RemoteEntry]]:
-    """Landed files whose size and mtime match but whose identity includes content: (key, entry), sorted."""
+    """Landed files whose size and mtime agree but whose identity includes content: (key, entry), sorted."""
     wanted = []
     for entry in listing.files:
-        if not uses_content_identity(partner.change_detection, entry.mtime):
-            continue
         key = encode_partition_key(entry.relative_path)
-        materialized = materialized_versions.get(key)
-        if materialized is not None and metadata_part(materialized) == version_token(entry.size, entry.mtime):
+        if _comparison(partner, entry, materialized_versions.get(key)) == "content":
             wanted.append((key, entry))
     return sorted(wanted, key=lambda item: item[0])
 
@@ -240,9 +255,8 @@ def _stable(partner: PartnerConfig, listing: Listing, candidates: list[_Candidat
     listed_candidates = len(candidates)
     if checksums and checksums.required:
         # A file whose published digest is not there yet is not complete from the partner's side.
-        listed = {e.relative_path for e in listing.files}
-        candidates = [c for c in candidates if is_checksum_file(checksums, c.entry.relative_path)
-                      or _checksum_listed(checksums, c.entry.relative_path, listed)]
+        candidates = [c for c in candidates
+                      if _checksum_listed(checksums, c.entry.relative_path, listing.checksum_files)]
     if rule.done_marker:
         # The marker must be at least as new as the file: yesterday's marker does not vouch for today's file.
         ready = [c for c in candidates if _marker_vouches(listing, c.entry, rule.done_marker)]

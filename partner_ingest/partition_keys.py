@@ -45,6 +45,8 @@ def relative_path_of_key(key: str) -> str:
         raise ValueError("it decodes to an absolute path")
     if "\x00" in path:
         raise ValueError("it holds a NUL character")
+    if encode_partition_key(path) != key:
+        raise ValueError("it is not in the canonical encoding the sensor uses (an alias of another key)")
     if any(segment in ("", ".", "..") for segment in path.split("/")):
         raise ValueError("it has an empty, '.' or '..' path segment")
     return path

@@ -40,6 +40,7 @@ from partner_ingest.errors import (
 from partner_ingest.landing.keys import ascii_header_value, landing_key
 from partner_ingest.landing.upload import landing_error, read_sha256_tag, transfer_config, upload_stream
 from partner_ingest.partition_keys import encode_partition_key, relative_path_of_key
+from partner_ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.link import PartnerLink
 from partner_ingest.sftp.reader import (
@@ -168,7 +169,12 @@ def stat_remote_file(session: SftpSession, relative_path: str) -> tuple[str, Rem
                               partner=session.partner.name, path=relative_path,
                               action="nothing was read; land only paths the partner's sensor listed") from None
     remote_path = session.remote_path(relative_path)
-    return remote_path, lstat_regular_file(session.sftp, session.partner, remote_path)
+    refused = Selection(session.partner).refusal(relative_path)
+    if refused:
+        raise RemotePathError(f"'{relative_path}' is not one of the partner's files: {refused}",
+                              partner=session.partner.name, path=session.remote_path(relative_path),
+                              action="nothing was read; land only paths the partner's sensor listed")
+    return remote_path, lstat_regular_file(session.sftp, session.partner, remote_path, root=session.root_realpath)
 
 
 def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion,
@@ -223,12 +229,14 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
             existing = already_landed(s3, bucket, key, version, remote_path)
         except (ClientError, BotoCoreError) as exc:
             raise landing_error(exc, partner=partner.name, path=remote_path, bucket=bucket, key=key) from None
-        if existing and not must_reverify:
-            if expected and expected.algorithm == "sha256" and expected.hexdigest != existing[0]:
-                existing = None  # the partner's digest changed: what landed is not what they publish now
-            else:
-                return landed(existing[0], existing[1], uploaded=False)
+        published_sha256 = expected.hexdigest if expected and expected.algorithm == "sha256" else None
+        if existing and published_sha256 and published_sha256 != existing[0]:
+            existing = None  # the partner's digest changed: what landed is not what they publish now
+        if existing and not must_reverify and (expected is None or published_sha256 == existing[0]):
+            return landed(existing[0], existing[1], uploaded=False)
         if existing:
+            # Proof by re-reading: before delete/move, for content identities, and for a published
+            # digest in another algorithm (md5, sha1, sha512), which only the remote bytes can be checked against.
             source = _read_through(link, partner, remote_path, version, expected)
             if source.result()[1] == existing[0]:
                 return landed(existing[0], existing[1], uploaded=False, source=source, reverified=True)
@@ -260,14 +268,14 @@ def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, 
     def reopen(cause: BaseException) -> bytes:
         nonlocal remote
         session = link.reconnect(f"reading '{remote_path}' at byte {reader.offset}: {type(cause).__name__}: {cause}")
-        _unchanged(partner, remote_path, version, session.sftp)
+        _unchanged(partner, remote_path, version, session)
         remote = _open_remote(session, remote_path)
         reader.resume(session.sftp, remote.handle)
         return remote.handle
 
     source = _HashingSource(reader, version.size, reopen=reopen, max_resumes=link.retries,
                             unchanged=lambda: _with_link(link, lambda: _unchanged(partner, remote_path, version,
-                                                                                  link.session.sftp)),
+                                                                                  link.session)),
                             on_end=lambda src: _check_digest(partner, remote_path, expected, src),
                             extra_algorithm=expected.algorithm if expected else None)
     try:
@@ -292,10 +300,10 @@ def _read_through(link: PartnerLink, partner: PartnerConfig, remote_path: str, v
     return source
 
 
-def _unchanged(partner: PartnerConfig, remote_path: str, version: RemoteVersion, sftp: paramiko.SFTPClient) -> None:
+def _unchanged(partner: PartnerConfig, remote_path: str, version: RemoteVersion, session: SftpSession) -> None:
     """By path, not handle, and without following links: a file deleted, replaced (renamed over) or
     swapped for a symlink while we read is caught."""
-    now = lstat_regular_file(sftp, partner, remote_path, while_reading=True)
+    now = lstat_regular_file(session.sftp, partner, remote_path, root=session.root_realpath, while_reading=True)
     if now != version:
         raise RemoteFileChangedError(
             f"'{remote_path}' changed while it was read (size/mtime {version.token} -> {now.token})",

@@ -24,6 +24,13 @@ def version_token(size: int, mtime: int | None, sha256: str | None = None) -> st
     return f"{base}-{sha256[:DIGEST_CHARS]}" if sha256 else base
 
 
+def parse_token(token: str) -> tuple[str, str, str | None]:
+    """(size, mtime or ``nomtime``, digest prefix or None) of a data version."""
+    parts = token.split("-")
+    return (parts[0] if parts else "", parts[1] if len(parts) > 1 else "",
+            parts[2] if len(parts) > 2 and parts[2] else None)
+
+
 def metadata_part(token: str) -> str:
     """``<size>-<mtime>`` of a token, with or without a content digest."""
     parts = token.split("-")

@@ -92,8 +92,8 @@ def test_a_cursor_survives_its_own_round_trip():
     assert again == cursor and not again.reset
 
 
-def _plan(partner, files, materialized, digests=None):
-    listing = Listing(files=files)
+def _plan(partner, files, materialized, digests=None, checksum_files=()):
+    listing = Listing(files=files, checksum_files=set(checksum_files))
     return plan_ingestion(partner, listing, materialized_versions=materialized, in_progress=set(),
                           failed_attempts={}, existing_keys=lambda: list(materialized), cursor=SensorCursor(),
                           now=1_000, content_digests=digests)
@@ -131,8 +131,32 @@ def test_change_detection_content_checks_files_whose_size_and_mtime_match():
 
 def test_a_file_waits_for_its_required_sidecar():
     partner = _partner(source_checksums={"sidecar": ".sha256"})
-    files = [RemoteEntry("a.csv", 1, 1), RemoteEntry("b.csv", 1, 1), RemoteEntry("b.csv.sha256", 64, 1)]
-    plan = _plan(partner, files, {})
+    files = [RemoteEntry("a.csv", 1, 1), RemoteEntry("b.csv", 1, 1)]
+    plan = _plan(partner, files, {}, checksum_files=["b.csv.sha256"])
     landed_keys = {k for run in plan.runs for k in run.keys}
-    assert landed_keys == {"b.csv", "b.csv.sha256"}
+    assert landed_keys == {"b.csv"}
     assert plan.waiting_for_stability == 1
+
+
+def test_mtime_seen_by_only_one_side_does_not_loop():
+    """A server sending an mtime in listings but not in stat (or the reverse) must not re-land every tick."""
+    partner = _partner()
+    run_saw_no_mtime = {"a.csv": version_token(10, None, SHA)}
+    assert _plan(partner, [RemoteEntry("a.csv", 10, 5)], run_saw_no_mtime, {"a.csv": SHA}).runs == []
+    run_saw_mtime = {"a.csv": version_token(10, 5)}
+    assert _plan(partner, [RemoteEntry("a.csv", 10, None)], run_saw_mtime, {}).runs == []
+    assert len(_plan(partner, [RemoteEntry("a.csv", 11, None)], run_saw_mtime, {}).runs) == 1
+
+
+def test_the_walk_and_a_run_refuse_the_same_paths():
+    from partner_ingest.selection import Selection
+
+    partner = _partner(exclude=["**/*.part", "tmp/**"], stability={"done_marker": ".done"}, unzip=True,
+                       after_landing="move", archive_dir="archive", source_checksums={"sidecar": ".sha256"})
+    rules = Selection(partner)
+    for refused in ["big.csv.part", "tmp/x.csv", "x.csv.done", "x.csv.sha256", "archive/x.csv",
+                    "a.zip.unzipped/x", "a\\b", "new\nline"]:
+        assert rules.refusal(refused), refused
+    assert rules.refusal("in/x.csv") is None
+    assert _partner(recursive=False).recursive is False
+    assert Selection(_partner(recursive=False)).refusal("in/x.csv")

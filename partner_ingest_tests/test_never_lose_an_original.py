@@ -115,6 +115,7 @@ def test_an_unchanged_already_landed_file_is_proven_equal_before_delete(make_par
     assert result.success and not path.exists()
     meta = _latest(instance, rig, "same.csv").metadata
     assert meta["uploaded"].value is False and meta["reverified_remote_bytes"].value is True
+    assert meta["bytes_read"].value == len(b"same bytes")     # the remote bytes were really read again
     assert len(_versions(s3, rig.landing.bucket)) == 1
 
 
@@ -188,3 +189,93 @@ def test_a_relative_archive_dir_is_resolved_inside_remote_dir_when_moving(make_p
     assert result.success
     assert (rig.tree / "done/in/x.csv").read_bytes() == b"x"
     assert AssetKey(["partners", rig.partner.name, "files"]) == files_asset_key(rig.partner)
+
+
+def _chown_like(tree, path) -> None:
+    st = tree.stat()
+    os.chown(path, st.st_uid, st.st_gid)
+
+
+@pytest.mark.parametrize(("relative", "overrides"), [
+    ("private/ledger.db", {"exclude": ["private/**"]}),
+    ("upload.csv.part", {"exclude": ["**/*.part"]}),
+    ("a.csv.done", {"stability": {"done_marker": ".done"}}),
+    ("a.csv.sha256", {"source_checksums": {"sidecar": ".sha256", "required": False}}),
+    ("notes.txt", {"include": ["**/*.csv"]}),
+    ("sub/a.csv", {"recursive": False}),
+], ids=["excluded-dir", "excluded-glob", "done-marker", "sidecar", "not-included", "not-recursive"])
+def test_a_key_the_sensor_would_never_list_is_refused(make_partner, s3, relative, overrides):
+    """An excluded in-progress upload, a marker or a sidecar named by a hand-made key is not landed,
+    and with delete not deleted: a run applies the partner's selection exactly like the walk."""
+    rig = make_partner(after_landing="delete", **overrides)
+    path = rig.write(relative, b"not the sensor's to take")
+    result, _, _ = land(rig.partner, rig.landing.bucket, [relative])
+    assert not result.success and "is refused" in _failure(result)
+    assert path.exists() and _versions(s3, rig.landing.bucket) == []
+
+
+def test_a_key_through_a_symlinked_directory_is_refused(make_partner, s3):
+    rig = make_partner(after_landing="delete")
+    outside = rig.tree.parent / f"outside-{rig.partner.name}"
+    outside.mkdir()
+    _chown_like(rig.tree, outside)
+    secret = outside / "ledger.db"
+    secret.write_bytes(b"outside remote_dir")
+    _chown_like(rig.tree, secret)
+    os.symlink(outside, rig.tree / "shared")          # e.g. a partner's convenience link
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["shared/ledger.db"])
+    assert not result.success and "resolves outside remote_dir" in _failure(result)
+    assert secret.exists() and _versions(s3, rig.landing.bucket) == []
+
+
+def test_sidecars_are_companions_never_partitions(make_partner, s3):
+    """The example config's include globs do not name sidecars; the sensor still finds them, lands the
+    file once its sidecar is there, and the sidecar follows its file on delete."""
+    from dagster import instance_for_test
+
+    from partner_ingest_tests.sensor_helpers import SensorDriver
+
+    rig = make_partner(include=["**/*.csv", "**/*.zip"], source_checksums={"sidecar": ".sha256"},
+                       stability={"min_age_seconds": 0}, after_landing="delete")
+    data = b"id\n1\n"
+    rig.write("in/a.csv", data)
+    with instance_for_test() as instance:
+        driver = SensorDriver(rig.config, instance)
+        assert not driver.tick().run_requests              # no sidecar yet: waits
+        sidecar = rig.write("in/a.csv.sha256", f"{hashlib.sha256(data).hexdigest()}  a.csv\n".encode())
+        tick = driver.tick()
+        assert [driver.keys_of(r) for r in tick.run_requests] == [["in/a.csv"]]
+        assert all(r.success for r in driver.launch(tick.run_requests))
+        assert _latest(instance, rig, "in/a.csv").metadata["verified_against"].value == "sidecar"
+    assert not (rig.tree / "in/a.csv").exists() and not sidecar.exists()
+
+
+def test_a_manifest_is_never_deleted_while_its_directory_needs_it(make_partner, s3):
+    rig = make_partner(source_checksums={"manifest": "SHA256SUMS"}, after_landing="delete")
+    files = {f"d/f{i:02d}.csv": os.urandom(2000) for i in range(12)}
+    for name, data in files.items():
+        rig.write(name, data)
+    rig.write("d/SHA256SUMS", "".join(f"{hashlib.sha256(d).hexdigest()}  {n.split('/')[-1]}\n"
+                                      for n, d in files.items()).encode())
+    result, _, _ = land(rig.partner, rig.landing.bucket, sorted(files))
+    assert result.success
+    assert sorted(p.name for p in (rig.tree / "d").iterdir()) == ["SHA256SUMS"]
+    assert len(_versions(s3, rig.landing.bucket)) == 12
+
+
+def test_an_md5_sidecar_is_checked_against_the_remote_bytes_before_skipping(make_partner, s3):
+    """Landed once; corrected with preserved timestamps and a new .md5: the landed bytes do not match
+    the partner's md5, so the correction is landed rather than recorded as verified."""
+    rig = make_partner(source_checksums={"sidecar": ".md5", "algorithm": "md5"})
+    v1, v2 = b"id,amount\n1,100\n", b"id,amount\n1,900\n"
+    md5 = "md5"  # the partner's algorithm (a variable: not a security use of md5 here)
+    rig.write("p.csv", v1, mtime=1_700_000_000)
+    rig.write("p.csv.md5", f"{hashlib.new(md5, v1).hexdigest()}  p.csv\n".encode())
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["p.csv"])
+    assert result.success
+    rig.write("p.csv", v2, mtime=1_700_000_000)
+    rig.write("p.csv.md5", f"{hashlib.new(md5, v2).hexdigest()}  p.csv\n".encode())
+    result, instance, _ = land(rig.partner, rig.landing.bucket, ["p.csv"], instance=instance)
+    assert result.success
+    assert s3.get_object(Bucket=rig.landing.bucket, Key=f"partners/{rig.partner.name}/p.csv")["Body"].read() == v2
+    assert _latest(instance, rig, "p.csv").metadata["verified_against"].value == "sidecar"

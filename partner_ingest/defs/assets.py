@@ -46,6 +46,7 @@ from partner_ingest.errors import AfterLandingError, PartitionKeyError, PartnerI
 from partner_ingest.landing.keys import s3_uri
 from partner_ingest.landing.verify import verify_object
 from partner_ingest.partition_keys import decode_partition_key, relative_path_of_key
+from partner_ingest.selection import Selection
 from partner_ingest.sftp.link import PartnerLink
 from partner_ingest.transfer import LandedFile, land_file
 
@@ -104,12 +105,17 @@ def _remote_path(partner: PartnerConfig, key: str) -> str:
 
 
 def _relative_path(partner: PartnerConfig, key: str) -> str:
+    """The key's path, if it is one the partner's sensor could have listed (keys are untrusted input)."""
     try:
-        return relative_path_of_key(key)
+        relative = relative_path_of_key(key)
+        refused = Selection(partner).refusal(relative)
     except ValueError as exc:
-        raise PartitionKeyError(f"partition key '{key}' is refused: {exc}", partner=partner.name,
+        refused = str(exc)
+    if refused:
+        raise PartitionKeyError(f"partition key '{key}' is refused: {refused}", partner=partner.name,
                                 action="delete this partition; keys are created by the partner's sensor and "
-                                       "always name a file inside remote_dir") from None
+                                       "always name a file it lists inside remote_dir")
+    return relative
 
 
 def _refuse_foreign_keys(partner: PartnerConfig, keys: list[str]) -> tuple[list[str], list[PartnerIngestError]]:

@@ -5,9 +5,9 @@ the plan into a ``SensorResult``.
 """
 
 import hashlib
-import posixpath
 import time
 
+import paramiko
 from dagster import (
     AssetsDefinition,
     DagsterEventType,
@@ -23,12 +23,12 @@ from dagster import (
     sensor,
 )
 
-from partner_ingest.archives import EXPANSION_SUFFIX
 from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.ingest_plan import Plan, SensorCursor, needs_content_check, plan_ingestion
+from partner_ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.remote_digest import remote_sha256
 from partner_ingest.sftp.walk import Listing, walk
@@ -36,22 +36,14 @@ from partner_ingest.sftp.walk import Listing, walk
 PARTNER_TAG = "partner"
 RANGE_START_TAG = "dagster/asset_partition_range_start"
 RANGE_END_TAG = "dagster/asset_partition_range_end"
+# Content identity: time a tick may spend re-reading landed files (the sensor's gRPC timeout is 60 s).
+CONTENT_CHECK_SECONDS = 20
 _UNFINISHED = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
                DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING, DagsterRunStatus.MANAGED}
 
 
 def sensor_name(partner: PartnerConfig) -> str:
     return f"{partner.name}_files_sensor"
-
-
-def archive_dir_inside(partner: PartnerConfig) -> frozenset[str]:
-    """``archive_dir`` relative to ``remote_dir`` when it lies inside it: never listed, never re-ingested."""
-    archive = partner.archive_root
-    if not archive:
-        return frozenset()
-    root = posixpath.normpath(partner.remote_dir)
-    relative = posixpath.relpath(archive, root)
-    return frozenset() if relative == ".." or relative.startswith("../") else frozenset({relative})
 
 
 def run_requests(partner: PartnerConfig, plan: Plan, files_asset: AssetsDefinition) -> list[RunRequest]:
@@ -99,24 +91,36 @@ def _content_digests(context: SensorEvaluationContext, session: SftpSession, par
     start = next((i for i, (key, _) in enumerate(wanted) if key > cursor.content_after), 0)
     ordered = wanted[start:] + wanted[:start]
     budget = partner.limits.max_content_check_bytes_per_tick
+    deadline = time.monotonic() + CONTENT_CHECK_SECONDS
     digests: dict[str, str] = {}
-    spent = 0
+    spent = too_big = 0
     for key, entry in ordered:
-        if digests and spent + entry.size > budget:
+        if entry.size > budget:
+            too_big += 1  # never fits a tick: its content is proven by the run that re-lands it, if any
+            cursor.content_after = key
+            continue
+        if spent + entry.size > budget or time.monotonic() > deadline:
             break
         try:
-            digests[key] = remote_sha256(session.sftp, session.remote_path(entry.relative_path), entry.size,
-                                         server_limit=session.read_limit)
-        except (OSError, EOFError) as exc:  # vanished or unreadable: the next listing or the run reports it
+            digest = remote_sha256(session.sftp, session.remote_path(entry.relative_path), entry.size,
+                                   server_limit=session.read_limit, deadline=deadline)
+        except (OSError, EOFError, paramiko.SSHException) as exc:  # the next listing or the run reports it
             context.log.warning(f"partner '{partner.name}': could not hash '{entry.relative_path}': {exc}")
-            continue
-        spent += entry.size
+            digest = None
+        if digest is None and time.monotonic() > deadline:
+            break
         cursor.content_after = key
-    if len(digests) == len(wanted):
+        spent += entry.size
+        if digest is not None:
+            digests[key] = digest
+    checked = len(digests) + too_big
+    if checked >= len(wanted):
         cursor.content_after = ""
-    else:
+    if checked < len(wanted) or too_big:
         context.log.info(f"partner '{partner.name}': content identity: {len(digests)} of {len(wanted)} landed files "
-                         f"re-read this tick ({spent} bytes, budget {budget}); the rest on later ticks")
+                         f"re-read this tick ({spent} bytes of a {budget}-byte budget, at most "
+                         f"{CONTENT_CHECK_SECONDS}s); {too_big} larger than the budget are not re-read; the rest "
+                         "on later ticks")
     return digests
 
 
@@ -169,10 +173,7 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
             files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION)
             if partner.after_landing != "leave" else {})
         with sftp.open(partner) as session:
-            listing = walk(session, include=list(partner.include), exclude=list(partner.exclude),
-                           recursive=partner.recursive, marker_suffix=partner.stability.done_marker,
-                           skip_dirs=archive_dir_inside(partner),
-                           reserved_suffix=EXPANSION_SUFFIX.rstrip("/") if partner.unzip else None)
+            listing = walk(session, Selection(partner))
             listed = time.monotonic()
             content_digests = _content_digests(context, session, partner, listing, materialized, cursor)
         _report_problems(context, partner, listing, cursor)

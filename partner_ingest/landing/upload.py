@@ -64,6 +64,12 @@ def sized_transfer_config(config: TransferConfig, expected_size: int | None) -> 
         return config
     sized = copy.copy(config)
     sized.multipart_chunksize = part_size
+    # Parts held in memory stay within the budget the default part size gives (4 x 8 MiB): a 4 TiB file
+    # with 512 MiB parts uploads one part at a time instead of holding 2 GiB.
+    budget = config.multipart_chunksize * max(getattr(config, "max_in_memory_upload_chunks", 1), 1)
+    parts = max(1, min(config.max_request_concurrency, budget // part_size))
+    sized.max_request_concurrency = parts
+    sized.max_in_memory_upload_chunks = parts
     return sized
 
 

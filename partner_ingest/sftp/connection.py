@@ -114,6 +114,17 @@ class SftpSession:
         """The server's ``limits@openssh.com`` read limit, asked once per session (None: not offered)."""
         return server_read_limit(self.sftp)
 
+    @cached_property
+    def root_realpath(self) -> str:
+        """``remote_dir`` as the server resolves it (``REALPATH``): files must resolve inside it."""
+        try:
+            return self.sftp.normalize(self.partner.remote_dir)
+        except OSError as exc:
+            raise RemotePathError(f"remote directory '{self.partner.remote_dir}' cannot be resolved on "
+                                  f"{self.partner.host}: {exc}", partner=self.partner.name,
+                                  path=self.partner.remote_dir,
+                                  action="check remote_dir in partners.yaml with the partner") from None
+
     def remote_path(self, relative_path: str) -> str:
         base = self.partner.remote_dir
         return f"{base.rstrip('/')}/{relative_path}" if base not in ("", ".") else relative_path

@@ -37,6 +37,8 @@ DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_MAX_IN_FLIGHT = 32
 # Requests in flight once a server's cap is learned: 8 MiB at 32 KiB, bounded for servers that cap lower.
 MAX_REQUESTS_IN_FLIGHT = 512
+# A cap below this is not learned (one odd short answer must not turn every later request into a few bytes).
+MIN_LEARNED_CHUNK = 4 * 1024
 # A reply that brings no new byte, this many times in a row for one range, means the server is stuck.
 _MAX_EMPTY_ROUNDS = 8
 
@@ -222,7 +224,7 @@ class PipelinedReader:
     def _learn(self, largest_answer: int) -> None:
         """Request ``largest_answer`` bytes at a time from now on, keeping the same bytes in flight."""
         chunk = largest_answer
-        if chunk <= 0 or chunk >= self._chunk_size:
+        if chunk < MIN_LEARNED_CHUNK or chunk >= self._chunk_size:
             return
         self._chunk_size = chunk
         self._max_in_flight = max(1, min(MAX_REQUESTS_IN_FLIGHT, self._bytes_in_flight // chunk))
@@ -275,17 +277,17 @@ class PipelinedReader:
         return self._complete(offset, length, data)
 
     def _complete(self, offset: int, length: int, first: bytes) -> bytes:
-        """Fetch the rest of a short answer: all missing pieces requested at once, holes filled again."""
+        """Fetch the rest of a short answer: missing pieces requested together (at most a pipeline's worth per
+        round), holes filled again."""
         segments = {offset: first}
         missing = [(offset + len(first), length - len(first))]
         empty_rounds = 0
         while missing:
-            requests = []
-            for start, count in missing:
-                for piece_offset in range(start, start + count, self._chunk_size):
-                    piece = min(self._chunk_size, start + count - piece_offset)
-                    requests.append((self._request(piece_offset, piece), piece_offset, piece))
-            missing = []
+            pieces = [(piece_offset, min(self._chunk_size, start + count - piece_offset))
+                      for start, count in missing for piece_offset in range(start, start + count, self._chunk_size)]
+            # No more requests at once than the pipeline allows; the rest go in the next round.
+            batch, missing = pieces[: self._max_in_flight], pieces[self._max_in_flight:]
+            requests = [(self._request(piece_offset, piece), piece_offset, piece) for piece_offset, piece in batch]
             progressed = False
             for i, (num, piece_offset, piece) in enumerate(requests):
                 try:

@@ -8,6 +8,7 @@ the one it records.
 from __future__ import annotations
 
 import hashlib
+import time
 
 import paramiko
 
@@ -16,14 +17,18 @@ from partner_ingest.sftp.reader import PipelinedReader, RemoteFileMismatch
 READ_SIZE = 1024 * 1024
 
 
-def remote_sha256(sftp: paramiko.SFTPClient, remote_path: str, size: int, *, server_limit: int | None = None) -> str:
-    """The hex digest, or "" when the bytes do not match the listed size (the file changed: land it again)."""
+def remote_sha256(sftp: paramiko.SFTPClient, remote_path: str, size: int, *, server_limit: int | None = None,
+                  deadline: float | None = None) -> str | None:
+    """The hex digest; "" when the bytes do not match the listed size (the file changed: land it again);
+    None when ``deadline`` (``time.monotonic()``) passed first (not known this time)."""
     digest = hashlib.sha256()
     with sftp.open(remote_path, "rb") as remote:
         reader = PipelinedReader(sftp, remote.handle, size=size, server_limit=server_limit)
         try:
             while chunk := reader.read(READ_SIZE):
                 digest.update(chunk)
+                if deadline is not None and time.monotonic() > deadline:
+                    return None
             reader.confirm_eof()
         except RemoteFileMismatch:
             return ""

@@ -9,15 +9,18 @@ followed: a symlink (also one swapped in after the listing) is refused.
 ``LSTAT`` alone is not enough: ProFTPD's ``mod_sftp`` resolves the whole path before calling lstat(2),
 so a symlink answers as the regular file it points to. ``READLINK`` succeeds only on a link, on every
 server seen here, so both are sent together (one round trip) and a readable link target refuses the
-path.
+path. The parent directory's ``REALPATH`` goes with them: a path that reaches through a symlinked
+directory (``remote_dir/shared -> /elsewhere``, never listed by the walk, but nameable by a crafted
+partition key) resolves outside ``remote_dir`` and is refused.
 """
 
 from __future__ import annotations
 
+import posixpath
 import stat
 
 import paramiko
-from paramiko.sftp import CMD_ATTRS, CMD_LSTAT, CMD_NAME, CMD_READLINK, CMD_STATUS
+from paramiko.sftp import CMD_ATTRS, CMD_LSTAT, CMD_NAME, CMD_READLINK, CMD_REALPATH, CMD_STATUS
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.errors import RemoteFileChangedError, RemotePathError, ServerMisbehavedError
@@ -33,10 +36,11 @@ def version_of(attrs: paramiko.SFTPAttributes) -> RemoteVersion | None:
 
 
 def lstat_regular_file(sftp: paramiko.SFTPClient, partner: PartnerConfig, remote_path: str, *,
-                       while_reading: bool = False) -> RemoteVersion:
-    """``lstat`` the path: a regular file with a size, or a typed error saying what to do."""
+                       root: str | None = None, while_reading: bool = False) -> RemoteVersion:
+    """``lstat`` the path: a regular file with a size, inside ``root`` (the real path of ``remote_dir``,
+    when given), or a typed error saying what to do."""
     try:
-        attrs, link_target = lstat_and_readlink(sftp, remote_path)
+        attrs, link_target, parent = lstat_and_readlink(sftp, remote_path, resolve_parent=root is not None)
     except FileNotFoundError:
         if while_reading:
             raise RemoteFileChangedError(f"'{remote_path}' vanished while it was read", partner=partner.name,
@@ -48,6 +52,11 @@ def lstat_regular_file(sftp: paramiko.SFTPClient, partner: PartnerConfig, remote
     except PermissionError:
         raise RemotePathError(f"user '{partner.username}' may not stat '{remote_path}'", partner=partner.name,
                               path=remote_path, action="ask the partner to grant read access") from None
+    if root is not None and not is_inside(parent, root):
+        raise RemotePathError(f"'{remote_path}' resolves outside remote_dir (its directory is really '{parent}')",
+                              partner=partner.name, path=remote_path,
+                              action="nothing was read; links are never followed, and only files inside "
+                                     "remote_dir are landed")
     mode = attrs.st_mode or 0
     if stat.S_ISLNK(mode) or link_target is not None:
         raise RemotePathError(f"'{remote_path}' is a symbolic link" + (" now (it was replaced while it was read)"
@@ -67,16 +76,36 @@ def lstat_regular_file(sftp: paramiko.SFTPClient, partner: PartnerConfig, remote
     return version
 
 
-def lstat_and_readlink(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.SFTPAttributes, str | None]:
-    """``LSTAT`` and ``READLINK`` of one path, pipelined: the attributes and the link target (None: not a link).
+def is_inside(real_path: str | None, root: str) -> bool:
+    if real_path is None:
+        return False
+    root = root.rstrip("/") or "/"
+    return real_path == root or real_path.startswith(root if root == "/" else root + "/")
+
+
+def lstat_and_readlink(sftp: paramiko.SFTPClient, path: str, *, resolve_parent: bool = False
+                       ) -> tuple[paramiko.SFTPAttributes, str | None, str | None]:
+    """``LSTAT``, ``READLINK`` and (optionally) the parent's ``REALPATH`` of one path, pipelined: the
+    attributes, the link target (None: not a link) and the parent's real path.
 
     paramiko has no pipelined form of these calls, so this uses the same request plumbing as its own
-    ``stat``/``readlink`` (``_async_request``/``_read_response``).
+    ``stat``/``readlink``/``normalize`` (``_async_request``/``_read_response``).
     """
     encoded = sftp._adjust_cwd(path)
     responses = Responses()
+    realpath_num = None
+    if resolve_parent:
+        realpath_num = sftp._async_request(responses, CMD_REALPATH, sftp._adjust_cwd(posixpath.dirname(path) or "."))
     lstat_num = sftp._async_request(responses, CMD_LSTAT, encoded)
     readlink_num = sftp._async_request(responses, CMD_READLINK, encoded)
+    parent: str | None = None
+    if realpath_num is not None:
+        try:
+            t, msg = _await(sftp, responses, realpath_num)
+            if t == CMD_NAME and msg.get_int() >= 1:
+                parent = msg.get_text()
+        except (OSError, EOFError):
+            parent = None  # the directory cannot be resolved: refused as "outside" unless LSTAT fails first
     link_target: str | None = None
     try:
         t, msg = _await(sftp, responses, readlink_num)
@@ -87,7 +116,7 @@ def lstat_and_readlink(sftp: paramiko.SFTPClient, path: str) -> tuple[paramiko.S
     t, msg = _await(sftp, responses, lstat_num)
     if t != CMD_ATTRS:
         raise ServerMisbehavedError(f"expected attributes for '{path}', got SFTP packet type {t}")
-    return paramiko.SFTPAttributes._from_msg(msg), link_target
+    return paramiko.SFTPAttributes._from_msg(msg), link_target, parent
 
 
 def _await(sftp: paramiko.SFTPClient, responses: Responses, num: int) -> tuple[int, paramiko.Message]:

@@ -7,7 +7,6 @@ tree is still listed. The walk is bounded by ``max_entries`` and ``max_depth``.
 
 from __future__ import annotations
 
-import re
 import stat
 from collections import deque
 from dataclasses import dataclass, field
@@ -15,8 +14,8 @@ from dataclasses import dataclass, field
 import paramiko
 
 from partner_ingest.errors import RemotePathError
+from partner_ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
-from partner_ingest.sftp.globs import PathFilter
 
 
 @dataclass(frozen=True)
@@ -35,6 +34,7 @@ class Listing:
     directories: int = 0
     truncated: bool = False
     without_mtime: int = 0                                  # files the server sent no mtime for
+    checksum_files: set[str] = field(default_factory=set)   # sidecars and manifests: companions, not files
 
     def problems(self) -> list[str]:
         return sorted(self.skipped) + sorted(self.unreadable)
@@ -55,21 +55,16 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-_UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
+def walk(session: SftpSession, selection: Selection, *, max_entries: int = 2_000_000, max_depth: int = 64
+         ) -> Listing:
+    """Breadth-first listing of ``remote_dir`` by the partner's :class:`Selection`.
 
-
-def walk(session: SftpSession, *, include: list[str], exclude: list[str], recursive: bool,
-         marker_suffix: str | None = None, skip_dirs: frozenset[str] = frozenset(),
-         reserved_suffix: str | None = None, max_entries: int = 2_000_000, max_depth: int = 64) -> Listing:
-    """Breadth-first listing of ``remote_dir``; done-marker files are collected apart, never as files.
-
-    ``skip_dirs`` (relative paths) are never entered (the partner's archive_dir). Names a server should
-    never send — control characters, ``/`` or ``\\`` inside a name — and names ending in
-    ``reserved_suffix`` (where archives expand) are reported, not ingested: they would make S3 keys
-    ambiguous or collide with expanded archives.
+    Excluded directories and ``archive_dir`` are never entered. Done markers and checksum files are
+    collected apart, never as files. Names a server should never send (control characters, ``/`` or
+    ``\\`` inside a name) and names with the reserved suffix (where archives expand) are reported, not
+    ingested: they would make S3 keys ambiguous or collide with expanded archives.
     """
     partner = session.partner
-    wanted = PathFilter(include, exclude)
     root = partner.remote_dir
     listing = Listing()
     queue: deque[tuple[str, int]] = deque([("", 0)])
@@ -102,25 +97,29 @@ def walk(session: SftpSession, *, include: list[str], exclude: list[str], recurs
             name = attrs.filename
             relative = f"{relative_dir}/{name}" if relative_dir else name
             mode = attrs.st_mode or 0
-            if _UNSAFE_NAME.search(name) or (reserved_suffix and name.endswith(reserved_suffix)):
-                listing.skipped.append(f"{absolute.rstrip('/')}/{name!r} (name not accepted: control characters, "
-                                       f"a slash or the reserved suffix '{reserved_suffix or ''}')")
+            refused = selection.name_refusal(name)
+            if refused:
+                listing.skipped.append(f"{absolute.rstrip('/')}/{name!r} ({refused})")
                 continue
             if stat.S_ISDIR(mode):
-                if recursive and depth + 1 < max_depth and relative not in skip_dirs and wanted.walks_dir(relative):
+                if partner.recursive and depth + 1 < max_depth and selection.walks_dir(relative):
                     queue.append((relative, depth + 1))
-            elif stat.S_ISREG(mode):
-                mtime = int(attrs.st_mtime) if attrs.st_mtime is not None else None
-                if marker_suffix and name.endswith(marker_suffix):
-                    listing.markers[relative] = mtime
-                elif not wanted.wants_file(relative):
-                    continue
-                elif attrs.st_size is None:
+                continue
+            role = selection.role(relative)
+            if not stat.S_ISREG(mode):
+                if role == "file":
+                    listing.skipped.append(f"{session.remote_path(relative)} ({_kind(mode)})")
+                continue
+            mtime = int(attrs.st_mtime) if attrs.st_mtime is not None else None
+            if role == "marker":
+                listing.markers[relative] = mtime
+            elif role == "checksum":
+                listing.checksum_files.add(relative)
+            elif role == "file":
+                if attrs.st_size is None:
                     listing.skipped.append(f"{session.remote_path(relative)} (the server reports no size, so a "
                                            "complete read could not be proven)")
                 else:
                     listing.without_mtime += mtime is None
                     listing.files.append(RemoteEntry(relative, int(attrs.st_size), mtime))
-            elif wanted.wants_file(relative):
-                listing.skipped.append(f"{session.remote_path(relative)} ({_kind(mode)})")
     return listing
