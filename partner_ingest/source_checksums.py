@@ -59,7 +59,7 @@ def parse_digest(text: str, *, algorithm: str, name: str, manifest: bool) -> str
         if len(digest) != length:
             continue
         if manifest:
-            if listed is not None and listed.lstrip("./") == name:
+            if listed is not None and (listed[2:] if listed.startswith("./") else listed) == name:
                 return digest.lower()
         elif listed is None or posixpath.basename(listed) == name:
             return digest.lower()
@@ -96,8 +96,9 @@ def read_expected_digest(sftp: paramiko.SFTPClient, partner: PartnerConfig, remo
     try:
         with sftp.open(path, "rb") as handle:
             raw = handle.read(MAX_CHECKSUM_FILE_BYTES + 1)
-    except (OSError, EOFError) as exc:
+    except (PermissionError, FileNotFoundError) as exc:
         return missing(f"cannot be read ({type(exc).__name__}: {exc})")
+    # Other errors are the link's: raised, so a drop is retried as one, never read as "no digest".
     if len(raw) > MAX_CHECKSUM_FILE_BYTES:
         return missing(f"is larger than {MAX_CHECKSUM_FILE_BYTES} bytes")
     digest = parse_digest(raw.decode("utf-8", errors="replace"), algorithm=rule.algorithm,
