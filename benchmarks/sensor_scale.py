@@ -122,7 +122,7 @@ class Tree:
     versions: dict[str, str] = field(default_factory=dict)  # relative path -> "<size>-<mtime>"
 
     def write(self, relative_path: str, data: bytes) -> None:
-        from partner_ingest.ingest_plan import version_token
+        from partner_ingest.ingest.plan import version_token
 
         path = self.root / relative_path
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
@@ -390,7 +390,7 @@ def record_materialized(instance: Any, driver: Any, keys: Sequence[str], tree: T
     from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
     from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
-    from partner_ingest.partition_keys import decode_partition_key
+    from partner_ingest.ingest.partition_keys import decode_partition_key
 
     asset_key = files_asset_key(driver.partner)
     events = [AssetMaterialization(asset_key=asset_key, partition=key,
@@ -471,14 +471,14 @@ def time_openssh_listing(sshd: Any, tree: Tree, scratch: Path, timeout: float) -
 def time_our_walk(partner: Any) -> tuple[float, float, int, int]:
     """``SftpResource.open`` (secret from moto, SSH login) and ``walk()`` alone, as the sensor calls them."""
     from partner_ingest.defs.resources import default_resources
+    from partner_ingest.ingest.selection import Selection
     from partner_ingest.sftp.walk import walk
 
     sftp = default_resources()["sftp"]
     started = time.perf_counter()
     with sftp.open(partner) as session:  # type: ignore[attr-defined]
         connected = time.perf_counter()
-        listing = walk(session, include=list(partner.include), exclude=list(partner.exclude),
-                       recursive=partner.recursive, marker_suffix=partner.stability.done_marker)
+        listing = walk(session, Selection(partner))
         walked = time.perf_counter()
     return connected - started, walked - connected, len(listing.files), listing.directories
 
@@ -494,11 +494,11 @@ PHASES: list[tuple[str, str, str]] = [
     ("  paramiko listdir_attr", "paramiko/sftp_client.py", "listdir_attr"),
     ("get_latest_tags_by_partition (materialized versions)", "sql_event_log.py", "get_latest_tags_by_partition"),
     ("_attempts (in-flight / failed partitions)", "defs/sensors.py", "_attempts"),
-    ("plan_ingestion", "ingest_plan.py", "plan_ingestion"),
-    ("  encode_partition_key", "partition_keys.py", "encode_partition_key"),
+    ("plan_ingestion", "ingest/plan.py", "plan_ingestion"),
+    ("  encode_partition_key", "ingest/partition_keys.py", "encode_partition_key"),
     ("  get_dynamic_partitions (existing_keys)", "", "get_dynamic_partitions"),
-    ("  _stable", "ingest_plan.py", "_stable"),
-    ("  _cut (run batches)", "ingest_plan.py", "_cut"),
+    ("  _stable", "ingest/plan.py", "_stable"),
+    ("  _cut (run batches)", "ingest/plan.py", "_cut"),
     ("run_requests()", "defs/sensors.py", "run_requests"),
     ("Dagster: has_dynamic_partition (storage calls)", "sql_event_log.py", "has_dynamic_partition"),
 ]
@@ -599,7 +599,7 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
     from dagster import instance_for_test
 
     from partner_ingest.config import IngestConfig, LandingConfig
-    from partner_ingest.partition_keys import encode_partition_key
+    from partner_ingest.ingest.partition_keys import encode_partition_key
     from partner_ingest_tests.harness.sshd import make_tree_dir
     from partner_ingest_tests.sensor_helpers import SensorDriver
 

@@ -1,6 +1,6 @@
 """Throughput, CPU and memory of our SFTP -> S3 transfer core against OpenSSH and rclone, over loopback.
 
-Why: the transfer core (``partner_ingest.transfer.land_file`` on top of
+Why: the transfer core (``partner_ingest.ingest.transfer.land_file`` on top of
 ``partner_ingest.sftp.reader.PipelinedReader``) is pure Python on paramiko + boto3. This puts a
 number on what that costs next to OpenSSH's ``sftp`` (the reference, 1.00) and rclone, shows how much
 of the gap is the S3 side (moto, itself a Python server on the same CPUs, caps the end-to-end case),
@@ -148,7 +148,7 @@ def child_main(spec_json: str) -> int:
     The peak is VmHWM rather than ``ru_maxrss``: on Linux ``ru_maxrss`` survives ``execve``, so a
     child's ``ru_maxrss`` (and what ``wait4`` returns for it) is at least its parent's RSS at spawn.
     """
-    from partner_ingest.transfer import land_file
+    from partner_ingest.ingest.transfer import land_file
 
     spec = json.loads(spec_json)
     s3 = s3_client()
@@ -477,7 +477,7 @@ class PatternStream(io.RawIOBase):
 
 
 def case_moto(rig: Rig, s3: Any) -> Sample:
-    from partner_ingest.landing.upload import transfer_config
+    from partner_ingest.s3.upload import transfer_config
 
     key = f"moto-alone/{BIG_FILE}"
     config = transfer_config(multipart_threshold=rig.args.multipart_threshold_mib * MiB)
@@ -503,7 +503,7 @@ def case_small_openssh(rig: Rig, run: int) -> Sample:
 
 
 def case_small_ours(rig: Rig, s3: Any) -> Sample:
-    from partner_ingest.transfer import land_file
+    from partner_ingest.ingest.transfer import land_file
 
     count = 0
     with rig.measure() as measured, partner_link(rig.spec) as link:
@@ -537,7 +537,7 @@ def case_small_ours_sftp(rig: Rig) -> Sample:
 def case_small_moto(rig: Rig, s3: Any) -> Sample:
     """What land_file does on the S3 side per small file (below the multipart threshold): one PutObject
     carrying the metadata, the sha256 tag and ChecksumSHA256 (``landing.upload.upload_stream``)."""
-    from partner_ingest.landing.upload import SHA256_TAG
+    from partner_ingest.s3.upload import SHA256_TAG
 
     body = os.urandom(rig.args.small_kib * KiB)
     prefix = "moto-small/"

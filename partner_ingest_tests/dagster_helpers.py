@@ -10,7 +10,7 @@ from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.assets import build_files_asset
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import default_resources
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 
 RANGE_START = "dagster/asset_partition_range_start"
 RANGE_END = "dagster/asset_partition_range_end"

@@ -8,7 +8,7 @@ import os
 from dagster import instance_for_test
 
 from partner_ingest.defs.assets import files_asset_key
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.dagster_helpers import land
 from partner_ingest_tests.sensor_helpers import SensorDriver
 
@@ -80,9 +80,9 @@ def test_failed_move_fails_the_run_and_is_retried_without_landing_again(make_par
 
 def test_replaced_file_is_not_deleted(make_partner):
     """The partner writes a new version between landing and the action: its new file is kept."""
-    from partner_ingest.after_landing import apply_after_landing
     from partner_ingest.defs.resources import default_resources
-    from partner_ingest.transfer import land_file
+    from partner_ingest.ingest.after_landing import apply_after_landing
+    from partner_ingest.ingest.transfer import land_file
 
     rig = make_partner(after_landing="delete")
     path = rig.write("v.csv", b"version 1")

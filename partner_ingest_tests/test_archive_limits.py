@@ -11,9 +11,9 @@ import zipfile
 
 import pytest
 
-from partner_ingest.archives import expand_archive
 from partner_ingest.config import ArchiveLimits
 from partner_ingest.errors import ArchiveRejectedError
+from partner_ingest.ingest.archives import expand_archive
 from partner_ingest_tests.zips import make_zip
 
 KiB = 1024

@@ -34,7 +34,7 @@ from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.pools import partner_pool
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.demo.runner import write_dagster_yaml
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY_YAML = ROOT / "deploy" / "ecs" / "dagster.yaml"

@@ -15,7 +15,7 @@ from pathlib import Path
 import boto3
 import pytest
 
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.harness.processes import free_port, stop_process
 
 ASSET_PATH = ["partners", "demo", "files"]

@@ -19,7 +19,7 @@ from dagster_aws.secretsmanager import SecretsManagerResource
 from partner_ingest.defs.assets import files_asset_key
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import SftpResource
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.dagster_helpers import land
 from partner_ingest_tests.harness.fault_proxy import Fault, FaultProxy
 

@@ -9,7 +9,7 @@ import os
 
 import pytest
 
-from partner_ingest.landing.upload import read_sha256_tag
+from partner_ingest.s3.upload import read_sha256_tag
 from partner_ingest_tests.dagster_helpers import land
 from partner_ingest_tests.zips import (
     bomb_zip,

@@ -4,7 +4,7 @@ Dagster with real time)."""
 from __future__ import annotations
 
 from partner_ingest.config import PartnerConfig
-from partner_ingest.ingest_plan import SensorCursor, plan_ingestion
+from partner_ingest.ingest.plan import SensorCursor, plan_ingestion
 from partner_ingest.sftp.walk import Listing, RemoteEntry
 
 KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOX9DK+u0/TmQigRmaMo5k1Ynbt90m8HlN6FKH0w78Ji"

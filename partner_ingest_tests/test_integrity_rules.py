@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from partner_ingest.after_landing import archive_path
 from partner_ingest.config import PartnerConfig, SourceChecksums, parse_config
 from partner_ingest.errors import ConfigError
-from partner_ingest.ingest_plan import SensorCursor, needs_content_check, plan_ingestion
-from partner_ingest.partition_keys import encode_partition_key, relative_path_of_key
+from partner_ingest.ingest.after_landing import archive_path
+from partner_ingest.ingest.partition_keys import encode_partition_key, relative_path_of_key
+from partner_ingest.ingest.plan import SensorCursor, needs_content_check, plan_ingestion
+from partner_ingest.ingest.source_checksums import is_checksum_file, parse_digest
+from partner_ingest.ingest.versions import metadata_part, version_token
 from partner_ingest.sftp.walk import Listing, RemoteEntry
-from partner_ingest.source_checksums import is_checksum_file, parse_digest
-from partner_ingest.versions import metadata_part, version_token
 
 SHA = "ab" * 32
 
@@ -149,7 +149,7 @@ def test_mtime_seen_by_only_one_side_does_not_loop():
 
 
 def test_the_walk_and_a_run_refuse_the_same_paths():
-    from partner_ingest.selection import Selection
+    from partner_ingest.ingest.selection import Selection
 
     partner = _partner(exclude=["**/*.part", "tmp/**"], stability={"done_marker": ".done"}, unzip=True,
                        after_landing="move", archive_dir="archive", source_checksums={"sidecar": ".sha256"})

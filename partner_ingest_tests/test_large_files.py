@@ -22,8 +22,8 @@ from dagster import DagsterInstance
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.errors import RemoteFileChangedError
-from partner_ingest.partition_keys import encode_partition_key
-from partner_ingest.transfer import land_file
+from partner_ingest.ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.transfer import land_file
 from partner_ingest_tests.harness.files import write_random
 
 MiB = 1024 * 1024

@@ -13,7 +13,7 @@ from partner_ingest.config import LandingConfig
 from partner_ingest.defs.assets import OBJECT_CHECK, build_files_asset, files_asset_key
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import default_resources
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.dagster_helpers import land
 
 

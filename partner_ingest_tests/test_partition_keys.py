@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from partner_ingest.partition_keys import decode_partition_key, encode_partition_key
+from partner_ingest.ingest.partition_keys import decode_partition_key, encode_partition_key
 
 PATHS = [
     "plain.csv",

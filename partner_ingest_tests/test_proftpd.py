@@ -16,8 +16,8 @@ import pytest
 from partner_ingest.defs.assets import files_asset_key
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.errors import AuthenticationError, HostKeyError
-from partner_ingest.landing.upload import read_sha256_tag
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
+from partner_ingest.s3.upload import read_sha256_tag
 from partner_ingest_tests import test_after_landing, test_faults, test_landing, test_never_lose_an_original, test_sensor
 from partner_ingest_tests.dagster_helpers import land
 from partner_ingest_tests.harness.files import write_random

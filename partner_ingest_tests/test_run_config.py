@@ -15,7 +15,7 @@ from partner_ingest.defs.assets import build_files_asset
 from partner_ingest.defs.code_location import build_definitions
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import SftpResource, default_resources
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.dagster_helpers import land
 
 NOWHERE = "http://127.0.0.1:1"

@@ -9,7 +9,7 @@ import pytest
 from dagster import DagsterRunStatus, instance_for_test
 
 from partner_ingest.errors import ConnectionFailedError
-from partner_ingest.partition_keys import encode_partition_key
+from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.harness.processes import free_port
 from partner_ingest_tests.sensor_helpers import SensorDriver
 

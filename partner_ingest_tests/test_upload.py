@@ -17,8 +17,8 @@ from botocore.exceptions import ClientError
 from botocore.stub import Stubber
 
 from partner_ingest.errors import LandingError
-from partner_ingest.landing import upload
-from partner_ingest.landing.upload import SHA256_TAG, landing_error, read_sha256_tag, transfer_config
+from partner_ingest.s3 import upload
+from partner_ingest.s3.upload import SHA256_TAG, landing_error, read_sha256_tag, transfer_config
 
 MiB = 1024 * 1024
 GiB = 1024 * MiB

@@ -36,19 +36,19 @@ from dagster import (
 )
 from dagster_aws.s3 import S3Resource
 
-from partner_ingest.after_landing import apply_after_landing
-from partner_ingest.archives import Expansion, expand_archive, is_archive_name, verify_expansion
 from partner_ingest.config import LandingConfig, PartnerConfig
 from partner_ingest.defs.partitions import partner_partitions
 from partner_ingest.defs.pools import partner_pool
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.errors import AfterLandingError, PartitionKeyError, PartnerIngestError
-from partner_ingest.landing.keys import s3_uri
-from partner_ingest.landing.verify import verify_object
-from partner_ingest.partition_keys import decode_partition_key, relative_path_of_key
-from partner_ingest.selection import Selection
+from partner_ingest.ingest.after_landing import apply_after_landing
+from partner_ingest.ingest.archives import Expansion, expand_archive, is_archive_name, verify_expansion
+from partner_ingest.ingest.partition_keys import decode_partition_key, relative_path_of_key
+from partner_ingest.ingest.selection import Selection
+from partner_ingest.ingest.transfer import LandedFile, land_file
+from partner_ingest.s3.keys import s3_uri
+from partner_ingest.s3.verify import verify_object
 from partner_ingest.sftp.link import PartnerLink
-from partner_ingest.transfer import LandedFile, land_file
 
 DATA_VERSION_TAG = "dagster/data_version"
 OBJECT_CHECK = "landed_object_matches"

@@ -1,5 +1,5 @@
 """One sensor per partner: list the remote tree, wait for stable files, add partitions, request a few
-ranged runs. The decisions live in ``partner_ingest.ingest_plan``; this module only gathers the
+ranged runs. The decisions live in ``partner_ingest.ingest.plan``; this module only gathers the
 inputs (listing, what Dagster has materialized at which version, which runs are in flight) and turns
 the plan into a ``SensorResult``.
 """
@@ -27,8 +27,8 @@ from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
-from partner_ingest.ingest_plan import Plan, SensorCursor, needs_content_check, plan_ingestion
-from partner_ingest.selection import Selection
+from partner_ingest.ingest.plan import Plan, SensorCursor, needs_content_check, plan_ingestion
+from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.remote_digest import remote_sha256
 from partner_ingest.sftp.walk import Listing, walk

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 import paramiko
 
 from partner_ingest.errors import RemotePathError
-from partner_ingest.selection import Selection
+from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 
 

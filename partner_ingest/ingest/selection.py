@@ -13,10 +13,10 @@ from __future__ import annotations
 import posixpath
 import re
 
-from partner_ingest.archives import RESERVED_SUFFIX
 from partner_ingest.config import PartnerConfig
+from partner_ingest.ingest.archives import RESERVED_SUFFIX
+from partner_ingest.ingest.source_checksums import is_checksum_file
 from partner_ingest.sftp.globs import PathFilter
-from partner_ingest.source_checksums import is_checksum_file
 
 UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
 

@@ -20,10 +20,10 @@ from dataclasses import dataclass
 import paramiko
 
 from partner_ingest.errors import AfterLandingError, PartnerIngestError
-from partner_ingest.partition_keys import encode_partition_key, relative_path_of_key
+from partner_ingest.ingest.partition_keys import encode_partition_key, relative_path_of_key
+from partner_ingest.ingest.transfer import LandedFile
 from partner_ingest.sftp.link import PartnerLink
 from partner_ingest.sftp.remote_file import is_inside, lstat_and_readlink, version_of
-from partner_ingest.transfer import LandedFile
 
 
 @dataclass(frozen=True)

@@ -29,9 +29,9 @@ from botocore.exceptions import BotoCoreError, ClientError
 
 from partner_ingest.config import ArchiveLimits
 from partner_ingest.errors import ArchiveRejectedError, LandingError
-from partner_ingest.landing.keys import ascii_header_value
-from partner_ingest.landing.s3_reader import S3SeekableReader
-from partner_ingest.landing.upload import transfer_config
+from partner_ingest.s3.keys import ascii_header_value
+from partner_ingest.s3.seekable_reader import S3SeekableReader
+from partner_ingest.s3.upload import transfer_config
 
 EXPANSION_SUFFIX = ".unzipped/"
 RESERVED_SUFFIX = EXPANSION_SUFFIX.rstrip("/")
