@@ -51,20 +51,19 @@ import platform
 import secrets
 import select
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import types
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-MiB = 1024 * 1024
-KiB = 1024
+from partner_ingest_tests.harness.files import KiB, MiB
+from partner_ingest_tests.harness.processes import run_interruptibly, stop_process
+
 BEFORE_COMMIT = "cfbcafb"
 READER_PATH = "partner_ingest/sftp/reader.py"
 FILE_NAME = "big.bin"
@@ -171,8 +170,6 @@ class ServerProcess:
 
     def stop(self) -> None:
         """Close its stdin (it stops its server and exits), then SIGTERM/SIGKILL its group by PID."""
-        from partner_ingest_tests.harness.processes import stop_process
-
         with contextlib.suppress(OSError, ValueError):
             if self.proc.stdin is not None:
                 self.proc.stdin.close()
@@ -388,31 +385,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """So ``kill PID`` cleans up like Ctrl-C does (the finally block stops the server child)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous: Callable[..., Any] | int | None = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.serve is not None:
         return serve_main(args.serve)
-    try:
-        with sigterm_as_interrupt():
-            benchmark(args)
-    except KeyboardInterrupt:
-        print("interrupted; the server child stopped", file=sys.stderr)
-        return 130
-    return 0
+    return run_interruptibly(lambda: benchmark(args), "interrupted; the server child stopped")
 
 
 if __name__ == "__main__":

@@ -218,15 +218,20 @@ def capture_sensor_log(context: Any) -> LogCapture:
 
 
 def expand(keys: Sequence[str], requests: Sequence[Any]) -> list[list[str]]:
-    """The partition keys of each run request (one key, or a range of ``keys``, the partitions in insertion order)."""
+    """The partition keys of each run request (one key, or a range of ``keys``, the partitions in insertion order).
+
+    Like the harness's ``SensorDriver.keys_of``, but one index of ``keys`` serves every request instead of
+    a partition listing and a linear search per request."""
+    from partner_ingest.defs.tags import RANGE_END_TAG, RANGE_START_TAG
+
     position = {key: i for i, key in enumerate(keys)}
     batches = []
     for request in requests:
         if request.partition_key:
             batches.append([request.partition_key])
             continue
-        start = position[request.tags["dagster/asset_partition_range_start"]]
-        end = position[request.tags["dagster/asset_partition_range_end"]]
+        start = position[request.tags[RANGE_START_TAG]]
+        end = position[request.tags[RANGE_END_TAG]]
         batches.append(keys[start:end + 1])
     return batches
 
@@ -389,7 +394,8 @@ def record_materialized(instance: Any, driver: Any, keys: Sequence[str], tree: T
     from dagster._core.events import DagsterEvent, DagsterEventType, StepMaterializationData
     from dagster._core.instance.utils import RUNLESS_JOB_NAME, RUNLESS_RUN_ID
 
-    from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
+    from partner_ingest.defs.asset_keys import files_asset_key
+    from partner_ingest.defs.tags import DATA_VERSION_TAG
     from partner_ingest.ingest.partition_keys import decode_partition_key
 
     asset_key = files_asset_key(driver.partner)
@@ -413,7 +419,7 @@ def queue_runs(instance: Any, driver: Any, result: TickResult, *, fast: bool) ->
     from dagster._core.events import AssetMaterializationPlannedData, DagsterEvent
     from dagster._core.test_utils import create_run_for_test
 
-    from partner_ingest.defs.assets import files_asset_key
+    from partner_ingest.defs.asset_keys import files_asset_key
     from partner_ingest.defs.partitions import partitions_name
 
     asset_key = files_asset_key(driver.partner)
@@ -600,8 +606,8 @@ def run(args: argparse.Namespace, out: Callable[[str], None]) -> None:
 
     from partner_ingest.config import IngestConfig, LandingConfig
     from partner_ingest.ingest.partition_keys import encode_partition_key
+    from partner_ingest_tests.harness.sensor_helpers import SensorDriver
     from partner_ingest_tests.harness.sshd import make_tree_dir
-    from partner_ingest_tests.sensor_helpers import SensorDriver
 
     shape = Shape(files=args.files, per_dir=args.per_dir, subdirs=args.subdirs)
     fast = args.prepopulate == "batch"
@@ -782,7 +788,8 @@ def check_materialized(instance: Any, driver: Any, tree: Tree, encode: Callable[
     """Through the public read API: every file is materialized at its current version."""
     from dagster import DagsterEventType
 
-    from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
+    from partner_ingest.defs.asset_keys import files_asset_key
+    from partner_ingest.defs.tags import DATA_VERSION_TAG
 
     latest = instance.event_log_storage.get_latest_tags_by_partition(
         files_asset_key(driver.partner), DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG])

@@ -45,7 +45,6 @@ import re
 import resource
 import secrets
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -58,8 +57,9 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-MiB = 1024 * 1024
-KiB = 1024
+from partner_ingest_tests.harness.files import KiB, MiB
+from partner_ingest_tests.harness.processes import kill_group, run_in_own_group, run_interruptibly
+
 BIG_FILE = "big.bin"
 QUARTER_FILE = "quarter.bin"
 TINY_FILE = "tiny.bin"
@@ -321,8 +321,6 @@ class Rig:
 
 def run_command(cmd: list[str], *, timeout: float, env: dict[str, str] | None = None, what: str) -> str:
     """Run ``cmd`` in its own process group; kill that group by its id on timeout or interrupt."""
-    from partner_ingest_tests.harness.processes import run_in_own_group
-
     done = run_in_own_group(cmd, timeout=timeout, env=env, stderr=subprocess.STDOUT)
     if done.returncode != 0:
         raise RuntimeError(f"{what} exited with {done.returncode}: {' '.join(cmd)}\n{done.stdout[-3000:]}")
@@ -416,10 +414,7 @@ def run_child(rig: Rig, relative_path: str) -> tuple[dict[str, Any], Sample]:
                     raise TimeoutError(f"the land_file child did not finish in {rig.args.timeout:.0f} s")
                 time.sleep(0.05)
         except BaseException:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(timeout=10)
+            kill_group(proc)
             raise
     output, errors = out_path.read_text(), err_path.read_text()
     if proc.returncode != 0:
@@ -780,20 +775,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-@contextlib.contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """So ``kill PID`` cleans up like Ctrl-C does (the finally blocks stop sshd and moto)."""
-
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt(f"signal {signum}")
-
-    previous = signal.signal(signal.SIGTERM, handler)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.child is not None:
@@ -806,13 +787,7 @@ def main(argv: list[str] | None = None) -> int:
         if shutil.which(tool) is None:
             print(f"'{tool}' not found (scripts/test.sh installs openssh and rclone)", file=sys.stderr)
             return 2
-    try:
-        with sigterm_as_interrupt():
-            benchmark(args)
-    except KeyboardInterrupt:
-        print("interrupted; sshd and moto stopped", file=sys.stderr)
-        return 130
-    return 0
+    return run_interruptibly(lambda: benchmark(args), "interrupted; sshd and moto stopped")
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Errors are re-worded to name the partner (by ``name`` when it is readable) and t
 
 from __future__ import annotations
 
-import base64
 import os
 import posixpath
 import re
@@ -18,19 +17,13 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from partner_ingest.errors import ConfigError
+from partner_ingest.sftp.host_keys import check_openssh_key_line
 
 CONFIG_ENV = "PARTNER_INGEST_CONFIG"
 BUCKET_ENV = "PARTNER_INGEST_BUCKET"
 DEFAULT_CONFIG_FILE = "partners.yaml"
 
 _BUCKET_RE = re.compile(r"^[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]$")
-_HOST_KEY_TYPES = {
-    "ssh-ed25519",
-    "ssh-rsa",
-    "ecdsa-sha2-nistp256",
-    "ecdsa-sha2-nistp384",
-    "ecdsa-sha2-nistp521",
-}
 
 
 class _Strict(BaseModel):
@@ -130,16 +123,7 @@ class PartnerConfig(_Strict):
     @classmethod
     def _host_keys_are_openssh_lines(cls, lines: list[str]) -> list[str]:
         for line in lines:
-            parts = line.split()
-            if len(parts) < 2 or parts[0] not in _HOST_KEY_TYPES:
-                raise ValueError(
-                    f"'{line[:40]}' is not an OpenSSH public key line; expected '<type> <base64>' with "
-                    f"type one of {sorted(_HOST_KEY_TYPES)} (copy it from `ssh-keyscan -p PORT HOST`)"
-                )
-            try:
-                base64.b64decode(parts[1], validate=True)
-            except ValueError as exc:
-                raise ValueError(f"the key data of '{parts[0]} {parts[1][:16]}...' is not base64") from exc
+            check_openssh_key_line(line, hint="copy it from `ssh-keyscan -p PORT HOST`")
         return lines
 
     @field_validator("landing_prefix")

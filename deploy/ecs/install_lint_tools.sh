@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-CFN_LINT_VERSION=1.58.0
+CFN_LINT_VERSION=$(sed -n 's/^ *"cfn-lint==\([^"]*\)",$/\1/p' pyproject.toml)   # pinned once, in the test extra
+: "${CFN_LINT_VERSION:?no cfn-lint pin found in pyproject.toml}"
 CHECKOV_VERSION=3.3.30
 python="${PYTHON:-python3}"
 pip_quiet=(--quiet --disable-pip-version-check)

@@ -15,11 +15,9 @@ public keys. Deterministic output, so a re-render without changes is a no-op sta
 from __future__ import annotations
 
 import argparse
-import base64
 import hashlib
 import json
 import re
-import struct
 import sys
 from pathlib import Path
 from typing import Annotated, Literal
@@ -29,8 +27,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from partner_ingest.config import IngestConfig, PartnerConfig, load_config
 from partner_ingest.errors import ConfigError
+from partner_ingest.sftp.host_keys import check_openssh_key_line
 
-SSH_KEY_TYPES = ("ssh-ed25519", "ssh-rsa", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521")
 SESSION_POLICY_LIMIT = 2048  # Transfer Family's maximum session policy length
 _LONGEST_BUCKET = "b" * 63
 _LONGEST_KEY_ARN = "arn:aws-us-gov:kms:ap-southeast-4:123456789012:key/" + "0" * 36
@@ -50,18 +48,7 @@ class SftpUser(BaseModel):
     @classmethod
     def _openssh_public_keys(cls, keys: list[str]) -> list[str]:
         for key in keys:
-            parts = key.split()
-            if len(parts) < 2 or parts[0] not in SSH_KEY_TYPES:
-                raise ValueError(f"'{key[:40]}' is not an OpenSSH public key; expected '<type> <base64> [comment]' "
-                                 f"with type one of {', '.join(SSH_KEY_TYPES)}")
-            try:
-                blob = base64.b64decode(parts[1], validate=True)
-                (length,) = struct.unpack(">I", blob[:4])
-                embedded = blob[4:4 + length].decode()
-            except (ValueError, struct.error) as exc:
-                raise ValueError(f"the key data of '{parts[0]} {parts[1][:16]}...' is not a valid public key") from exc
-            if embedded != parts[0]:
-                raise ValueError(f"the key data of '{parts[0]} {parts[1][:16]}...' is a {embedded} key")
+            check_openssh_key_line(key)
         return [" ".join(key.split()) for key in keys]
 
 

@@ -2,28 +2,20 @@
 with ``unzip: true``, ``partners/<name>/archive_contents`` (the expanded entries of archive partitions,
 downstream of the files in lineage), with per-partition asset checks on both.
 
-A run covers one partition or a contiguous range. Each landed file is recorded with its own
-``AssetMaterialization`` as it lands (metadata on a returned ``MaterializeResult`` would apply to
-every partition of the run), and each check result is an ``AssetCheckEvaluation`` for its partition.
-A file that fails is collected; the run fails at the end naming every such file, while the files
-that landed stay materialized. Selecting only the checks (from the UI, "Execute checks") re-reads
-what landed without landing anything.
+A run covers one partition or a contiguous range. The landing itself is the pure run pipeline
+(``ingest/run_pipeline.py``); this step only turns its outcomes into Dagster's records. Each landed
+file is recorded with its own ``AssetMaterialization`` as it lands (metadata on a returned
+``MaterializeResult`` would apply to every partition of the run), and each check result is an
+``AssetCheckEvaluation`` for its partition. A file that fails is collected; the run fails at the end
+naming every such file, while the files that landed stay materialized. Selecting only the checks (from
+the UI, "Execute checks") re-reads what landed without landing anything.
 """
 
-import queue
-import zipfile
+import contextlib
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from dataclasses import dataclass, field
 
-from botocore.exceptions import BotoCoreError, ClientError
 from dagster import (
-    AssetCheckEvaluation,
-    AssetCheckKey,
-    AssetCheckSeverity,
-    AssetCheckSpec,
     AssetExecutionContext,
-    AssetKey,
     AssetMaterialization,
     AssetRecordsFilter,
     AssetsDefinition,
@@ -37,30 +29,35 @@ from dagster import (
 from dagster_aws.s3 import S3Resource
 
 from partner_ingest.config import LandingConfig, PartnerConfig
+from partner_ingest.defs.asset_keys import (
+    EXPANSION_CHECK,
+    OBJECT_CHECK,
+    contents_asset_key,
+    expansion_check_key,
+    files_asset_key,
+    object_check_key,
+)
+from partner_ingest.defs.checks import check_specs, expansion_check_evaluation, object_check_evaluation
 from partner_ingest.defs.partitions import partner_partitions
 from partner_ingest.defs.pools import partner_pool
 from partner_ingest.defs.resources import SftpResource
-from partner_ingest.errors import AfterLandingError, PartitionKeyError, PartnerIngestError
-from partner_ingest.ingest.after_landing import apply_after_landing
-from partner_ingest.ingest.archives import Expansion, expand_archive, is_archive_name, verify_expansion
-from partner_ingest.ingest.partition_keys import decode_partition_key, relative_path_of_key
-from partner_ingest.ingest.selection import Selection
-from partner_ingest.ingest.transfer import LandedFile, land_file
+from partner_ingest.defs.tags import DATA_VERSION_TAG
+from partner_ingest.errors import PartitionKeyError, PartnerIngestError
+from partner_ingest.ingest.archives import Expansion, is_archive_name
+from partner_ingest.ingest.run_pipeline import (
+    FileOutcome,
+    RunPipeline,
+    Wanted,
+    refuse_foreign_keys,
+    remote_path_of_key,
+    verify_archive_expansion,
+    verify_landed_object,
+)
+from partner_ingest.ingest.transfer import LandedFile
 from partner_ingest.s3.keys import s3_uri
-from partner_ingest.s3.verify import verify_object
-from partner_ingest.sftp.link import PartnerLink
 
-DATA_VERSION_TAG = "dagster/data_version"
-OBJECT_CHECK = "landed_object_matches"
-EXPANSION_CHECK = "archive_expanded_completely"
-
-
-def files_asset_key(partner: PartnerConfig) -> AssetKey:
-    return AssetKey(["partners", partner.name, "files"])
-
-
-def contents_asset_key(partner: PartnerConfig) -> AssetKey:
-    return AssetKey(["partners", partner.name, "archive_contents"])
+__all__ = ["DATA_VERSION_TAG", "EXPANSION_CHECK", "OBJECT_CHECK", "build_files_asset", "contents_asset_key",
+           "files_asset_key", "freshness_policy", "materialization"]
 
 
 def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFile,
@@ -96,65 +93,6 @@ def freshness_policy(partner: PartnerConfig) -> FreshnessPolicy | None:
     return FreshnessPolicy.time_window(fail_window=window) if window else None
 
 
-def _remote_path(partner: PartnerConfig, key: str) -> str:
-    """For messages only: where a key points, shown even when the key is refused."""
-    try:
-        return f"{partner.remote_dir.rstrip('/')}/{decode_partition_key(key)}"
-    except UnicodeDecodeError:
-        return key
-
-
-def _relative_path(partner: PartnerConfig, key: str) -> str:
-    """The key's path, if it is one the partner's sensor could have listed (keys are untrusted input)."""
-    try:
-        relative = relative_path_of_key(key)
-        refused = Selection(partner).refusal(relative)
-    except ValueError as exc:
-        refused = str(exc)
-    if refused:
-        raise PartitionKeyError(f"partition key '{key}' is refused: {refused}", partner=partner.name,
-                                action="delete this partition; keys are created by the partner's sensor and "
-                                       "always name a file it lists inside remote_dir")
-    return relative
-
-
-def _refuse_foreign_keys(partner: PartnerConfig, keys: list[str]) -> tuple[list[str], list[PartnerIngestError]]:
-    """Split the run's keys into those the sensor could have made and refusals, before any SFTP or S3 call."""
-    accepted, refused = [], []
-    for key in keys:
-        try:
-            _relative_path(partner, key)
-        except PartitionKeyError as exc:
-            refused.append(exc)
-            continue
-        accepted.append(key)
-    return accepted, refused
-
-
-def _object_check(partner: PartnerConfig, key: str, client, bucket: str, s3_key: str, size: int,
-                  sha256: str, version_id: str | None) -> AssetCheckEvaluation:
-    passed, description, metadata = verify_object(client, bucket=bucket, key=s3_key, size=size, sha256=sha256,
-                                                  version_id=version_id)
-    return AssetCheckEvaluation(
-        asset_key=files_asset_key(partner), check_name=OBJECT_CHECK, passed=passed, partition=key,
-        severity=AssetCheckSeverity.ERROR, description=description,
-        metadata={"s3_uri": MetadataValue.url(s3_uri(bucket, s3_key)), **metadata})
-
-
-def _expansion_check(partner: PartnerConfig, key: str, client, bucket: str, archive_key: str) -> AssetCheckEvaluation:
-    try:
-        passed, details = verify_expansion(client, bucket=bucket, archive_key=archive_key)
-        description = (f"{details['entries_found']} of {details['entries_expected']} entries and "
-                       f"{details['bytes_found']} of {details['bytes_expected']} bytes are under the expansion "
-                       "prefix")
-    except (zipfile.BadZipFile, ValueError, OSError, ClientError, BotoCoreError) as exc:
-        passed, details = False, {}
-        description = f"the archive cannot be checked ({type(exc).__name__}: {exc}); it was not expanded"
-    return AssetCheckEvaluation(
-        asset_key=contents_asset_key(partner), check_name=EXPANSION_CHECK, passed=passed, partition=key,
-        severity=AssetCheckSeverity.ERROR, description=description, metadata=details)
-
-
 def _contents_materialization(partner: PartnerConfig, key: str, expansion: Expansion,
                               bucket: str) -> AssetMaterialization:
     return AssetMaterialization(
@@ -178,19 +116,14 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
         metadata={"sftp_source": f"sftp://{partner.username}@{partner.host}:{partner.port}{partner.remote_dir}",
                   "landing": s3_uri(landing.bucket, partner.landing_prefix)},
         skippable=True)]
-    check_specs = [AssetCheckSpec(OBJECT_CHECK, asset=files_key, partitions_def=partitions,
-                                  description="The S3 object exists with the size and SHA-256 read from the partner.")]
     if partner.unzip:
         specs.append(AssetSpec(
             contents_asset_key(partner), group_name=partner.name, partitions_def=partitions, deps=[files_key],
             kinds={"s3"}, skippable=True,
             description="Entries of the partner's zip archives, expanded under '<archive>.unzipped/'."))
-        check_specs.append(AssetCheckSpec(
-            EXPANSION_CHECK, asset=contents_asset_key(partner), partitions_def=partitions,
-            description="Every entry of the archive's central directory is under its prefix with its size."))
 
-    @multi_asset(name=f"{partner.name}_files", specs=specs, check_specs=check_specs, can_subset=True,
-                 pool=partner_pool(partner))
+    @multi_asset(name=f"{partner.name}_files", specs=specs, check_specs=check_specs(partner, partitions),
+                 can_subset=True, pool=partner_pool(partner))
     def _partner_files(context: AssetExecutionContext, sftp: ResourceParam[SftpResource],
                        s3: ResourceParam[S3Resource]) -> Iterator:
         client = s3.get_client()
@@ -203,87 +136,64 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
     return _partner_files
 
 
-@dataclass
-class _FileOutcome:
-    """What landing one file produced; built in a worker thread, reported by the step's thread."""
-
-    events: list = field(default_factory=list)
-    info: list[str] = field(default_factory=list)
-    failures: list[PartnerIngestError] = field(default_factory=list)
-    waiting_for_action: str | None = None
-
-
-def _open_links(context: AssetExecutionContext, partner: PartnerConfig, sftp: SftpResource, wanted: int
-                ) -> list[PartnerLink]:
-    """Up to ``limits.max_connections`` sessions; a partner refusing extra sessions only slows the run."""
-    first = sftp.link(partner)
-    try:
-        first.session.check_remote_dir()
-    except PartnerIngestError as exc:
-        first.close()
-        raise Failure(description=str(exc), metadata={"files_not_landed": wanted}) from None
-    links = [first]
-    for _ in range(min(partner.limits.max_connections, wanted) - 1):
-        extra = sftp.link(partner)
-        try:
-            extra.session  # noqa: B018 - connects now, so a refused extra session is known up front
-        except PartnerIngestError as exc:
-            context.log.warning(f"partner '{partner.name}': continuing with {len(links)} connection(s): {exc}")
-            break
-        links.append(extra)
-    return links
+def _wanted(context: AssetExecutionContext, partner: PartnerConfig) -> Wanted:
+    """What besides landing the run was asked for, from the asset and check selection."""
+    checks = context.selected_asset_check_keys
+    return Wanted(object_check=object_check_key(partner) in checks,
+                  archive_contents=contents_asset_key(partner) in context.selected_asset_keys,
+                  expansion_check=expansion_check_key(partner) in checks)
 
 
 def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, sftp: SftpResource,
           client, keys: list[str]) -> Iterator:
-    """Land the run's files over up to ``max_connections`` parallel sessions (small files are latency-bound);
-    every event is yielded from the step's own thread."""
-    all_keys = keys
-    keys, failures = _refuse_foreign_keys(partner, keys)
-    for failure in failures:
+    """Land the run's files through the pipeline; each file's events are yielded from the step's own
+    thread as soon as that file is done. Closing the outcomes when the run stops starts no further file."""
+    run = RunPipeline(partner, bucket=landing.bucket, keys=keys, links=lambda: sftp.link(partner), s3=client,
+                      wanted=_wanted(context, partner), warn=context.log.warning)
+    report = run.report
+    for refusal in report.refused:
+        context.log.error(str(refusal))
+    with contextlib.closing(run.outcomes()) as outcomes:
+        for outcome in outcomes:
+            _log_file(context, outcome, landing.bucket)
+            yield from _file_events(partner, landing, outcome)
+    if report.unreachable is not None:
+        raise Failure(description=str(report.unreachable), metadata={"files_not_landed": len(report.accepted)})
+    if report.failures:
+        _fail_run(partner, report.failures, report.waiting_for_after_landing, report.total)
+
+
+def _log_file(context: AssetExecutionContext, outcome: FileOutcome, bucket: str) -> None:
+    landed, expansion = outcome.landed, outcome.expansion
+    if landed is not None:
+        context.log.info(
+            f"{'landed' if landed.uploaded else 'already landed, nothing uploaded:'} "
+            f"{landed.remote_path} -> {s3_uri(landed.bucket, landed.key)} "
+            f"({landed.version.size} bytes, sha256 {landed.sha256})")
+    if landed is not None and expansion is not None:
+        context.log.info(f"expanded {landed.remote_path}: {len(expansion.entries)} entries, "
+                         f"{expansion.total_bytes} bytes under {s3_uri(bucket, expansion.prefix)}")
+    for failure in outcome.failures:
         context.log.error(str(failure))
-    if not keys:
-        _fail_run(partner, failures, [], len(all_keys))
-    links = _open_links(context, partner, sftp, len(keys))
-    idle: queue.SimpleQueue[PartnerLink] = queue.SimpleQueue()
-    for link in links:
-        idle.put(link)
-    wants_check = AssetCheckKey(files_asset_key(partner), OBJECT_CHECK) in context.selected_asset_check_keys
-    wants_contents = partner.unzip and contents_asset_key(partner) in context.selected_asset_keys
-    wants_expansion_check = AssetCheckKey(contents_asset_key(partner), EXPANSION_CHECK) in \
-        context.selected_asset_check_keys
 
-    def work(key: str) -> _FileOutcome:
-        link = idle.get()
-        try:
-            return _land_one(partner, landing, link, client, key, wants_check, wants_contents, wants_expansion_check)
-        except Exception as exc:  # a bug or an untranslated library error: this file fails, the run goes on
-            return _FileOutcome(failures=[PartnerIngestError(
-                f"unexpected {type(exc).__name__} while landing it: {exc}", partner=partner.name,
-                path=_remote_path(partner, key), action="the run can be retried; report this if it repeats")])
-        finally:
-            idle.put(link)
 
-    waiting_for_action: list[str] = []
-    pool = ThreadPoolExecutor(max_workers=len(links), thread_name_prefix=f"{partner.name}-sftp")
-    try:
-        for future in as_completed([pool.submit(work, key) for key in keys]):
-            outcome = future.result()
-            for line in outcome.info:
-                context.log.info(line)
-            for failure in outcome.failures:
-                context.log.error(str(failure))
-            failures.extend(outcome.failures)
-            if outcome.waiting_for_action:
-                waiting_for_action.append(outcome.waiting_for_action)
-            yield from outcome.events
-    finally:
-        # A terminated run stops here: files not yet started are not started.
-        pool.shutdown(wait=True, cancel_futures=True)
-        for link in links:
-            link.close()
-    if failures:
-        _fail_run(partner, failures, waiting_for_action, len(all_keys))
+def _file_events(partner: PartnerConfig, landing: LandingConfig, outcome: FileOutcome) -> Iterator:
+    """A file whose object check failed yields only that check; a recorded one its materializations and checks."""
+    key, landed = outcome.partition_key, outcome.landed
+    if landed is None:
+        return
+    check = object_check_evaluation(partner, key, outcome.object_check) if outcome.object_check else None
+    if not outcome.recorded:
+        if check is not None:
+            yield check
+        return
+    yield materialization(partner, key, landed, outcome.after_landing)
+    if check is not None:
+        yield check
+    if outcome.expansion is not None:
+        yield _contents_materialization(partner, key, outcome.expansion, landing.bucket)
+    if outcome.expansion_check is not None:
+        yield expansion_check_evaluation(partner, key, outcome.expansion_check)
 
 
 def _fail_run(partner: PartnerConfig, failures: list[PartnerIngestError], waiting_for_action: list[str],
@@ -297,59 +207,11 @@ def _fail_run(partner: PartnerConfig, failures: list[PartnerIngestError], waitin
     )
 
 
-def _land_one(partner: PartnerConfig, landing: LandingConfig, link: PartnerLink, client, key: str,
-              wants_check: bool, wants_contents: bool, wants_expansion_check: bool) -> _FileOutcome:
-    outcome = _FileOutcome()
-    try:
-        landed = land_file(link, client, bucket=landing.bucket, relative_path=_relative_path(partner, key))
-    except PartnerIngestError as exc:
-        outcome.failures.append(exc if exc.path else type(exc)(
-            exc.problem, partner=partner.name, path=_remote_path(partner, key), action=exc.action))
-        return outcome
-    outcome.info.append(
-        f"{'landed' if landed.uploaded else 'already landed, nothing uploaded:'} "
-        f"{landed.remote_path} -> {s3_uri(landed.bucket, landed.key)} "
-        f"({landed.version.size} bytes, sha256 {landed.sha256})")
-    check = None
-    if wants_check:
-        check = _object_check(partner, key, client, landing.bucket, landed.key, landed.version.size, landed.sha256,
-                              landed.s3_version_id)
-        if not check.passed:
-            outcome.failures.append(PartnerIngestError(check.description or "verification failed",
-                                                       partner=partner.name, path=landed.remote_path,
-                                                       action="re-run the file"))
-            outcome.events.append(check)
-            return outcome
-    try:
-        after = apply_after_landing(link, landed).describe()
-    except AfterLandingError as exc:
-        outcome.failures.append(exc)
-        outcome.waiting_for_action = landed.remote_path
-        after = f"failed, waiting for retry: {exc.problem}"
-    outcome.events.append(materialization(partner, key, landed, after))
-    if check is not None:
-        outcome.events.append(check)
-    if wants_contents and is_archive_name(landed.relative_path):
-        try:
-            expansion = expand_archive(client, bucket=landing.bucket, archive_key=landed.key, partner=partner.name,
-                                       remote_path=landed.remote_path, limits=partner.unzip_limits,
-                                       version_id=landed.s3_version_id)
-        except PartnerIngestError as exc:
-            outcome.failures.append(exc)
-            return outcome
-        outcome.info.append(f"expanded {landed.remote_path}: {len(expansion.entries)} entries, "
-                            f"{expansion.total_bytes} bytes under {s3_uri(landing.bucket, expansion.prefix)}")
-        outcome.events.append(_contents_materialization(partner, key, expansion, landing.bucket))
-        if wants_expansion_check:
-            outcome.events.append(_expansion_check(partner, key, client, landing.bucket, landed.key))
-    return outcome
-
-
 def _checks_only(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, client,
                  keys: list[str]) -> Iterator:
     """Re-verify what landed (e.g. after someone touched the bucket), from each partition's latest metadata."""
     selected = context.selected_asset_check_keys
-    keys, refused = _refuse_foreign_keys(partner, keys)
+    keys, refused = refuse_foreign_keys(partner, keys)
     for key in keys:
         records = context.instance.fetch_materializations(
             AssetRecordsFilter(asset_key=files_asset_key(partner), asset_partitions=[key]), limit=1).records
@@ -360,15 +222,17 @@ def _checks_only(context: AssetExecutionContext, partner: PartnerConfig, landing
         if not s3_key.startswith(partner.landing_prefix):
             refused.append(PartitionKeyError(
                 f"its latest materialization points at s3://{landing.bucket}/{s3_key}, outside the partner's "
-                f"landing prefix '{partner.landing_prefix}'", partner=partner.name, path=_remote_path(partner, key),
+                f"landing prefix '{partner.landing_prefix}'", partner=partner.name,
+                path=remote_path_of_key(partner, key),
                 action="re-land the file; materializations are recorded by this code location's runs only"))
             continue
-        if AssetCheckKey(files_asset_key(partner), OBJECT_CHECK) in selected:
+        if object_check_key(partner) in selected:
             recorded_version = meta["s3_version_id"].value if "s3_version_id" in meta else None
-            yield _object_check(partner, key, client, landing.bucket, s3_key, meta["size"].value, meta["sha256"].value,
-                                recorded_version or None)
-        if partner.unzip and AssetCheckKey(contents_asset_key(partner), EXPANSION_CHECK) in selected \
-                and is_archive_name(s3_key):
-            yield _expansion_check(partner, key, client, landing.bucket, s3_key)
+            yield object_check_evaluation(partner, key, verify_landed_object(
+                client, bucket=landing.bucket, key=s3_key, size=meta["size"].value, sha256=meta["sha256"].value,
+                version_id=recorded_version or None))
+        if partner.unzip and expansion_check_key(partner) in selected and is_archive_name(s3_key):
+            yield expansion_check_evaluation(partner, key, verify_archive_expansion(
+                client, bucket=landing.bucket, archive_key=s3_key))
     if refused:
         _fail_run(partner, refused, [], len(keys) + len(refused))

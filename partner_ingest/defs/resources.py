@@ -7,6 +7,14 @@ Dagster turns that into an optional ``Any`` field that accepts whatever a run se
 regions and credentials come from the code location's environment through boto3's standard resolution
 (``AWS_ENDPOINT_URL``, ``AWS_DEFAULT_REGION``, the task role), so the same code talks to AWS, to moto in
 tests and to the demo; the bucket and partners come from partners.yaml; SFTP settings from code.
+
+Dagster's convention is a ``ConfigurableResource`` with described fields, ``EnvVar`` for values from
+the environment. Both are left out on purpose. A field, even one set to an ``EnvVar``, is part of the
+run config schema, so a launched run could override it (redirect an endpoint, weaken a timeout); an
+``EnvVar`` only exists as such a field's value. Nothing here reads an environment variable anyway:
+boto3 resolves its own inside the process. What the UI would show as field descriptions is in each
+``ResourceDefinition``'s description instead: what the resource is, where its values come from, and
+the SFTP settings with their values and meaning (from ``ConnectionSettings`` / ``ReconnectPolicy``).
 """
 
 
@@ -17,12 +25,21 @@ from dagster_aws.secretsmanager import SecretsManagerResource
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.errors import SecretError
-from partner_ingest.sftp.connection import ConnectionSettings, SftpSession, open_session
+from partner_ingest.s3.errors import error_code
+from partner_ingest.sftp.connection import (
+    ConnectionSettings,
+    SftpSession,
+    describe_settings,
+    open_session,
+    setting_keywords,
+    with_keywords,
+)
 from partner_ingest.sftp.credentials import SftpCredentials, credentials_from_secret
-from partner_ingest.sftp.link import PartnerLink
+from partner_ingest.sftp.link import PartnerLink, ReconnectPolicy
 
 NO_RUN_CONFIG: dict = {}
 """The config schema of every resource here: an empty Shape, so a run naming any field fails validation."""
+_RECONNECT = "reconnect_"  # SftpResource's keywords for ReconnectPolicy: reconnect_attempts, ...
 
 
 def environment_only(value: object, description: str) -> ResourceDefinition:
@@ -35,43 +52,41 @@ class SftpResource(ResourceDefinition):
     """Opens SFTP sessions to partners with pinned host keys and credentials from Secrets Manager.
 
     Its own resource definition (value: itself) with no run-config schema: tests and tools choose
-    timeouts and reconnects in code, a launched run cannot. ``secrets`` is used as a client factory
-    only; it is never a resource of the job, so no run can configure it.
+    timeouts and reconnects in code, a launched run cannot. The settings are declared once, as
+    :class:`ConnectionSettings` and :class:`ReconnectPolicy`; pass them whole (``connection=``,
+    ``reconnect=``) or one by one as keywords named with their unit (``connect_timeout_seconds=3``,
+    ``window_size_bytes=...``, ``reconnect_attempts=0``, ``reconnect_backoff_seconds=0.1``), which are
+    derived from those fields. ``secrets`` is used as a client factory only; it is never a resource of
+    the job, so no run can configure it.
     """
 
-    def __init__(self, secrets: SecretsManagerResource, *, connect_timeout_seconds: float = 15.0,
-                 banner_timeout_seconds: float = 15.0, auth_timeout_seconds: float = 30.0,
-                 channel_timeout_seconds: float = 30.0, keepalive_seconds: int = 15,
-                 window_size_bytes: int = 16 * 1024 * 1024, reconnect_attempts: int = 5,
-                 reconnect_backoff_seconds: float = 1.0):
-        super().__init__(resource_fn=lambda _context: self, config_schema=NO_RUN_CONFIG,
-                         description="SFTP sessions to partners: host keys from partners.yaml, credentials "
-                                     "from Secrets Manager via the environment. Takes no run config.")
+    def __init__(self, secrets: SecretsManagerResource, *, connection: ConnectionSettings = ConnectionSettings(),
+                 reconnect: ReconnectPolicy = ReconnectPolicy(), **settings: float) -> None:
+        known = [*setting_keywords(ConnectionSettings), *setting_keywords(ReconnectPolicy, _RECONNECT)]
+        unknown = sorted(set(settings) - set(known))
+        if unknown:
+            raise TypeError(f"SftpResource has no setting {', '.join(unknown)}; it takes {', '.join(known)}")
         self.secrets = secrets
-        self.connect_timeout_seconds = connect_timeout_seconds
-        self.banner_timeout_seconds = banner_timeout_seconds
-        self.auth_timeout_seconds = auth_timeout_seconds
-        self.channel_timeout_seconds = channel_timeout_seconds
-        self.keepalive_seconds = keepalive_seconds
-        self.window_size_bytes = window_size_bytes
-        self.reconnect_attempts = reconnect_attempts
-        self.reconnect_backoff_seconds = reconnect_backoff_seconds
+        self.connection = with_keywords(connection, settings)
+        self.reconnect = with_keywords(reconnect, settings, _RECONNECT)
+        super().__init__(resource_fn=lambda _context: self, config_schema=NO_RUN_CONFIG,
+                         description="SFTP sessions to partners: host keys from partners.yaml, credentials from "
+                                     "Secrets Manager via the environment. Takes no run config; set in code: "
+                                     f"{describe_settings(self.connection)}; "
+                                     f"{describe_settings(self.reconnect, _RECONNECT)}.")
+
+    @property
+    def reconnect_attempts(self) -> int:
+        return self.reconnect.attempts
 
     def settings(self) -> ConnectionSettings:
-        return ConnectionSettings(
-            connect_timeout=self.connect_timeout_seconds,
-            banner_timeout=self.banner_timeout_seconds,
-            auth_timeout=self.auth_timeout_seconds,
-            channel_timeout=self.channel_timeout_seconds,
-            keepalive_seconds=self.keepalive_seconds,
-            window_size=self.window_size_bytes,
-        )
+        return self.connection
 
     def credentials(self, partner: PartnerConfig) -> SftpCredentials:
         try:
             response = self.secrets.get_client().get_secret_value(SecretId=partner.secret_id)
         except ClientError as exc:
-            code = exc.response.get("Error", {}).get("Code", "")
+            code = error_code(exc)
             if code == "ResourceNotFoundException":
                 raise SecretError(f"secret '{partner.secret_id}' does not exist", partner=partner.name,
                                   action="create it in Secrets Manager (same account and region) or fix secret_id"
@@ -85,14 +100,12 @@ class SftpResource(ResourceDefinition):
         return credentials_from_secret(partner.name, partner.secret_id, response.get("SecretString"))
 
     def open(self, partner: PartnerConfig) -> SftpSession:
-        return open_session(partner, self.credentials(partner), self.settings())
+        return open_session(partner, self.credentials(partner), self.connection)
 
     def link(self, partner: PartnerConfig) -> PartnerLink:
         """A session that reconnects (bounded, with backoff) when the network drops it mid-run."""
         credentials = self.credentials(partner)
-        settings = self.settings()
-        return PartnerLink(lambda: open_session(partner, credentials, settings), retries=self.reconnect_attempts,
-                           backoff_seconds=self.reconnect_backoff_seconds)
+        return PartnerLink(lambda: open_session(partner, credentials, self.connection), self.reconnect)
 
 
 def default_resources() -> dict[str, ResourceDefinition]:

@@ -24,18 +24,16 @@ from dagster import (
 )
 
 from partner_ingest.config import PartnerConfig
-from partner_ingest.defs.assets import DATA_VERSION_TAG, files_asset_key
+from partner_ingest.defs.assets import files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
+from partner_ingest.defs.tags import DATA_VERSION_TAG, PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
 from partner_ingest.ingest.plan import Plan, SensorCursor, needs_content_check, plan_ingestion
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.remote_digest import remote_sha256
 from partner_ingest.sftp.walk import Listing, walk
 
-PARTNER_TAG = "partner"
-RANGE_START_TAG = "dagster/asset_partition_range_start"
-RANGE_END_TAG = "dagster/asset_partition_range_end"
 # Content identity: time a tick may spend re-reading landed files (the sensor's gRPC timeout is 60 s).
 CONTENT_CHECK_SECONDS = 20
 _UNFINISHED = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,

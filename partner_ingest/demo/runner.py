@@ -31,6 +31,7 @@ from typing import Any
 import yaml
 
 from partner_ingest.config import BUCKET_ENV, CONFIG_ENV, parse_config
+from partner_ingest.defs.tags import PARTNER_TAG
 from partner_ingest.demo.object_store import (
     DEMO_ACCESS_KEY_ID,
     DEMO_REGION,
@@ -89,7 +90,7 @@ def write_dagster_yaml(dagster_home: Path) -> Path:
             "concurrency": {
                 "pools": {"default_limit": 1, "granularity": "op"},
                 "runs": {"tag_concurrency_limits": [
-                    {"key": "partner", "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]},
+                    {"key": PARTNER_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1}]},
             },
         }
         _write_atomically(path, "# Written by `partner-ingest demo`; storage defaults to SQLite in this directory.\n"
@@ -262,6 +263,7 @@ def _answers(url: str) -> bool:
 
 
 def _signal_group(pgid: int, signum: signal.Signals) -> None:
+    """Its own killpg, not the test harness's nor psutil: the product may not depend on either (test-only)."""
     with suppress(ProcessLookupError):
         os.killpg(pgid, signum)
 

@@ -18,9 +18,11 @@ sees what its outer levels will still write, not only what they wrote so far.
 from __future__ import annotations
 
 import hashlib
+import lzma
 import re
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -28,7 +30,7 @@ from boto3.exceptions import S3UploadFailedError
 from botocore.exceptions import BotoCoreError, ClientError
 
 from partner_ingest.config import ArchiveLimits
-from partner_ingest.errors import ArchiveRejectedError, LandingError
+from partner_ingest.errors import ArchiveRejectedError, LandingError, PartnerIngestError
 from partner_ingest.s3.keys import ascii_header_value
 from partner_ingest.s3.seekable_reader import S3SeekableReader
 from partner_ingest.s3.upload import transfer_config
@@ -66,14 +68,66 @@ class Expansion:
         return sum(e.size for e in self.entries)
 
 
-class _Hashing:
+class _Refused(Exception):
+    """A safety rule the archive breaks; the level that found it adds where it is (see ``_Expander._rejected``).
+
+    Validation raises this rather than ``ArchiveRejectedError`` so that it needs to know nothing about
+    S3 keys or remote paths, and so that each nesting level names itself in the message.
+    """
+
+    def __init__(self, reason: str, entry: str | None = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.entry = entry
+
+
+class _CorruptEntry(Exception):
+    """Reading an entry's bytes failed inside ``zipfile`` or its decompressor, not while writing to S3.
+
+    Raised from the stream ``upload_fileobj`` reads (boto3 re-raises what that stream raises, by type),
+    so the caller can tell a damaged archive from a failed upload without reading exception text.
+    """
+
+
+class _DeleteRefused(Exception):
+    """DeleteObjects answered 200 but refused some keys: it reports them per key, not as an error."""
+
+    def __init__(self, errors: list[dict[str, Any]]) -> None:
+        first = errors[0]
+        super().__init__(f"DeleteObjects refused {len(errors)} key(s), first '{first.get('Key')}': "
+                         f"{first.get('Code', 'DeleteFailed')}: {first.get('Message')}")
+
+
+# What ``zipfile`` raises for a damaged archive, CPython 3.11: BadZipFile for a bad CRC-32 or a
+# truncated or mismatched local header, EOFError when the member's data ends before its compressed
+# size, NotImplementedError for unsupported features, and the decompressors' own errors (zlib.error
+# for deflate, LZMAError for lzma; bz2 raises a bare OSError, see ``_EntryStream``).
+_DAMAGE = (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, NotImplementedError, zlib.error, lzma.LZMAError)
+# What a failed S3 call raises; the archive stays landed and a re-run can expand it. Checked before
+# OSError: botocore's timeouts and connection errors are OSError subclasses too.
+_S3_ERRORS = (ClientError, BotoCoreError, S3UploadFailedError)
+
+
+class _EntryStream:
+    """One entry's bytes for ``upload_fileobj``: hashed and counted on the way, damage told apart from S3.
+
+    Under the entry lies ``S3SeekableReader``, whose failures are botocore's: they pass through and end
+    as a LandingError. Anything else out of ``zipfile`` here is the archive's fault, including the bare
+    OSError bz2 raises for bad data, and becomes :class:`_CorruptEntry`.
+    """
+
     def __init__(self, source: BinaryIO) -> None:
         self._source = source
         self.hash = hashlib.sha256()
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self._source.read(n)
+        try:
+            data = self._source.read(n)
+        except _S3_ERRORS:
+            raise
+        except (*_DAMAGE, OSError) as exc:
+            raise _CorruptEntry(str(exc)) from exc
         self.hash.update(data)
         self.count += len(data)
         return data
@@ -106,12 +160,33 @@ def _is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
 
 
+def _looks_like_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
+    if info.file_size < 4:
+        return False
+    with archive.open(info) as entry:
+        return entry.read(4) in _ZIP_MAGIC
+
+
 @dataclass
 class _Budget:
     """Entries and bytes reserved by every level validated so far, written or not."""
 
     entries: int = 0
     bytes: int = 0
+
+
+@dataclass(frozen=True)
+class _Level:
+    """One archive of the tree: the landed one (depth 1) or one nested in it, already written to S3."""
+
+    key: str
+    version_id: str | None
+    prefix: str
+    inner: str  # path of this archive inside the landed one, "a.zip!/b.zip!/"; "" for the landed one
+    depth: int
+
+    def where(self, remote_path: str) -> str:
+        return f"{remote_path}!/{self.inner.removesuffix('!/')}" if self.inner else remote_path
 
 
 def _adding_up(level: int, total: int, unit: str, depth: int) -> str:
@@ -121,154 +196,195 @@ def _adding_up(level: int, total: int, unit: str, depth: int) -> str:
     return f"{level} {unit}, {total} together with the archives that hold it"
 
 
-def _validate(archive: zipfile.ZipFile, limits: ArchiveLimits, depth: int, reject: Any,
-              budget: _Budget) -> list[tuple[zipfile.ZipInfo, str]]:
-    """Check one level against what all levels together will write, then reserve it in ``budget``.
+def _cause(exc: BaseException) -> str:
+    return str(exc) if isinstance(exc, _DeleteRefused) else f"{type(exc).__name__}: {exc}"
 
-    A nested archive is one entry (and its bytes) of the level that holds it, and its own entries
-    come on top, so no nesting can write more than the limits in total.
+
+class _Expander:
+    """Expands one landed archive and the archives nested in it, all or nothing.
+
+    One object holds what every level shares (where to write, the limits, the budget all levels
+    draw on, and the keys written so far, which a failure deletes), so each step takes only the
+    level it works on.
     """
-    infos = [i for i in archive.infolist() if not i.is_dir()]
-    level_bytes = sum(i.file_size for i in infos)
-    entries_total = len(infos) + budget.entries
-    if entries_total > limits.max_entries:
-        raise reject(f"it has {_adding_up(len(infos), entries_total, 'entries', depth)}, more than "
-                     f"max_entries={limits.max_entries}", None)
-    bytes_total = level_bytes + budget.bytes
-    if bytes_total > limits.max_total_bytes:
-        raise reject(f"it expands to {_adding_up(level_bytes, bytes_total, 'bytes', depth)}, more than "
-                     f"max_total_bytes={limits.max_total_bytes}", None)
-    compressed = sum(i.compress_size for i in infos)
-    if level_bytes > limits.max_ratio * max(compressed, 1):
-        raise reject(f"it expands {level_bytes / max(compressed, 1):.0f}x, more than max_ratio={limits.max_ratio}",
-                     None)
-    seen: dict[str, str] = {}
-    entries = []
-    for info in infos:
+
+    def __init__(self, s3: Any, *, bucket: str, archive_key: str, partner: str, remote_path: str,
+                 limits: ArchiveLimits) -> None:
+        self._s3 = s3
+        self._bucket = bucket
+        self._partner = partner
+        self._remote_path = remote_path
+        self._limits = limits
+        self._budget = _Budget()
+        self._written: list[str] = []
+        self.expansion = Expansion(archive_key=archive_key, prefix=expansion_prefix(archive_key))
+
+    def run(self, version_id: str | None) -> Expansion:
+        archive_key, prefix = self.expansion.archive_key, self.expansion.prefix
         try:
-            name = safe_entry_name(info)
-        except ValueError as exc:
-            raise reject(str(exc), info.filename) from None
-        if info.flag_bits & 0x1:
-            raise reject("it is encrypted", info.filename)
-        if _is_symlink(info):
-            raise reject("it is a symbolic link", info.filename)
-        if info.file_size > limits.max_ratio * max(info.compress_size, 1):
-            raise reject(f"it expands {info.file_size / max(info.compress_size, 1):.0f}x, "
-                         f"more than max_ratio={limits.max_ratio}", info.filename)
-        if name in seen:
-            raise reject(f"its name duplicates entry '{seen[name]}'", info.filename)
-        seen[name] = info.filename
-        if depth >= limits.max_depth and _looks_like_zip(archive, info):
-            raise reject(f"it is an archive nested deeper than max_depth={limits.max_depth}", info.filename)
-        entries.append((info, name))
-    budget.entries = entries_total
-    budget.bytes = bytes_total
-    return entries
+            self._clear_prefix(prefix)
+            self._expand(_Level(key=archive_key, version_id=version_id, prefix=prefix, inner="", depth=1))
+            return self.expansion
+        except (*_S3_ERRORS, _DeleteRefused) as exc:
+            self._clean_up(exc)
+            raise LandingError(f"expanding s3://{self._bucket}/{archive_key} failed: {_cause(exc)}",
+                               partner=self._partner, path=self._remote_path,
+                               action="the archive stays landed; re-run it once S3 is reachable (the run role needs "
+                                      "s3:PutObject and s3:DeleteObject under the expansion prefix)") from None
+        except BaseException as exc:
+            self._clean_up(exc)
+            raise
 
+    def _rejected(self, refused: _Refused, level: _Level) -> ArchiveRejectedError:
+        entry_text = f"entry '{refused.entry}' is refused: " if refused.entry is not None else ""
+        return ArchiveRejectedError(
+            f"archive not expanded: {entry_text}{refused.reason}; the archive itself stays landed at "
+            f"s3://{self._bucket}/{self.expansion.archive_key}",
+            partner=self._partner, path=level.where(self._remote_path),
+            action="ask the partner for a clean archive, or raise the unzip limits in partners.yaml if it is trusted")
 
-def _looks_like_zip(archive: zipfile.ZipFile, info: zipfile.ZipInfo) -> bool:
-    if info.file_size < 4:
-        return False
-    with archive.open(info) as entry:
-        return entry.read(4) in _ZIP_MAGIC
+    def _expand(self, level: _Level) -> None:
+        """Validate the level as a whole, then write its entries; a nested archive is expanded right after it
+        is written, while the budget still holds what this level has left to write."""
+        try:
+            reader = S3SeekableReader(self._s3, self._bucket, level.key, version_id=level.version_id)
+            try:
+                archive = zipfile.ZipFile(reader)
+            except _S3_ERRORS:
+                raise
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
+                # zipfile turns any OSError while it reads the end record into "File is not a zip file", and
+                # botocore's timeouts are OSErrors: that is S3 failing, not the archive.
+                if isinstance(exc.__context__, _S3_ERRORS):
+                    raise exc.__context__ from None
+                raise _Refused(f"it is not a readable zip archive ({exc})") from None
+            with archive:
+                try:
+                    entries = self._validate(archive, level.depth)
+                except _S3_ERRORS:
+                    raise
+                except (*_DAMAGE, OSError) as exc:
+                    raise _Refused(f"it is corrupt ({exc})") from None
+                for info, name in entries:
+                    target = self._write_entry(archive, info, level, name)
+                    if is_archive_name(name) and self._object_is_zip(target):
+                        self._expand(_Level(key=target, version_id=None, prefix=expansion_prefix(target),
+                                            inner=f"{level.inner}{name}!/", depth=level.depth + 1))
+        except _Refused as refused:  # this level's only: a nested level renders its own, naming its place
+            raise self._rejected(refused, level) from None
+
+    def _validate(self, archive: zipfile.ZipFile, depth: int) -> list[tuple[zipfile.ZipInfo, str]]:
+        """Check one level against what all levels together will write, then reserve it in the budget.
+
+        A nested archive is one entry (and its bytes) of the level that holds it, and its own entries
+        come on top, so no nesting can write more than the limits in total.
+        """
+        limits, budget = self._limits, self._budget
+        infos = [i for i in archive.infolist() if not i.is_dir()]
+        level_bytes = sum(i.file_size for i in infos)
+        entries_total = len(infos) + budget.entries
+        if entries_total > limits.max_entries:
+            raise _Refused(f"it has {_adding_up(len(infos), entries_total, 'entries', depth)}, more than "
+                           f"max_entries={limits.max_entries}")
+        bytes_total = level_bytes + budget.bytes
+        if bytes_total > limits.max_total_bytes:
+            raise _Refused(f"it expands to {_adding_up(level_bytes, bytes_total, 'bytes', depth)}, more than "
+                           f"max_total_bytes={limits.max_total_bytes}")
+        compressed = sum(i.compress_size for i in infos)
+        if level_bytes > limits.max_ratio * max(compressed, 1):
+            raise _Refused(f"it expands {level_bytes / max(compressed, 1):.0f}x, more than "
+                           f"max_ratio={limits.max_ratio}")
+        seen: dict[str, str] = {}
+        entries = []
+        for info in infos:
+            try:
+                name = safe_entry_name(info)
+            except ValueError as exc:
+                raise _Refused(str(exc), info.filename) from None
+            if info.flag_bits & 0x1:
+                raise _Refused("it is encrypted", info.filename)
+            if _is_symlink(info):
+                raise _Refused("it is a symbolic link", info.filename)
+            if info.file_size > limits.max_ratio * max(info.compress_size, 1):
+                raise _Refused(f"it expands {info.file_size / max(info.compress_size, 1):.0f}x, "
+                               f"more than max_ratio={limits.max_ratio}", info.filename)
+            if name in seen:
+                raise _Refused(f"its name duplicates entry '{seen[name]}'", info.filename)
+            seen[name] = info.filename
+            if depth >= limits.max_depth and _looks_like_zip(archive, info):
+                raise _Refused(f"it is an archive nested deeper than max_depth={limits.max_depth}", info.filename)
+            entries.append((info, name))
+        budget.entries = entries_total
+        budget.bytes = bytes_total
+        return entries
+
+    def _write_entry(self, archive: zipfile.ZipFile, info: zipfile.ZipInfo, level: _Level, name: str) -> str:
+        """Stream one entry into S3 under the level's prefix; its key once written."""
+        target = level.prefix + name
+        try:
+            with archive.open(info) as source:
+                stream = _EntryStream(source)
+                metadata = {"partner": self._partner, "source-archive": ascii_header_value(level.key),
+                            "source-entry": ascii_header_value(info.filename)}
+                self._s3.upload_fileobj(stream, self._bucket, target, Config=transfer_config(),
+                                        ExtraArgs={"Metadata": metadata})
+        except (_CorruptEntry, *_DAMAGE) as exc:  # _DAMAGE: opening the entry (its local header)
+            raise _Refused(f"it is corrupt or unreadable ({exc})", info.filename) from None
+        except (OSError, RuntimeError) as exc:
+            raise LandingError(f"writing s3://{self._bucket}/{target} failed: {exc}", partner=self._partner,
+                               path=level.where(self._remote_path),
+                               action="the archive stays landed; re-run to expand it") from None
+        self._written.append(target)
+        if stream.count != info.file_size:
+            raise _Refused(f"it held {stream.count} bytes, its header says {info.file_size}", info.filename)
+        self.expansion.entries.append(ExpandedEntry(name=f"{level.inner}{name}", key=target, size=stream.count,
+                                                    sha256=stream.hash.hexdigest()))
+        return target
+
+    def _object_is_zip(self, key: str) -> bool:
+        head = self._s3.get_object(Bucket=self._bucket, Key=key, Range="bytes=0-3")["Body"].read()
+        return head in _ZIP_MAGIC
+
+    def _clear_prefix(self, prefix: str) -> None:
+        """Entries of an earlier version of the archive must not mix with this one (the bucket keeps them)."""
+        paginator = self._s3.get_paginator("list_objects_v2")
+        for page in paginator.paginate(Bucket=self._bucket, Prefix=prefix):
+            _delete(self._s3, self._bucket, [o["Key"] for o in page.get("Contents", [])])
+
+    def _clean_up(self, cause: BaseException) -> None:
+        """Delete what this attempt wrote, so an archive is expanded completely or not at all.
+
+        If that fails too, the entries left behind must be named: a LandingError replaces the cause
+        (chained to it) unless the cause is an interrupt, which stays what it is.
+        """
+        try:
+            _delete(self._s3, self._bucket, self._written)
+        except (*_S3_ERRORS, _DeleteRefused) as exc:
+            if not isinstance(cause, Exception):
+                return
+            problem = cause.problem if isinstance(cause, PartnerIngestError) else _cause(cause)
+            raise LandingError(
+                f"expanding s3://{self._bucket}/{self.expansion.archive_key} failed ({problem}), and deleting the "
+                f"{len(self._written)} entries it wrote under s3://{self._bucket}/{self.expansion.prefix} failed "
+                f"too: {_cause(exc)}", partner=self._partner, path=self._remote_path,
+                action="delete that prefix by hand (the run role needs s3:DeleteObject under it), then re-run "
+                       "the file") from cause
 
 
 def expand_archive(s3: Any, *, bucket: str, archive_key: str, partner: str, remote_path: str,
                    limits: ArchiveLimits, version_id: str | None = None) -> Expansion:
     """Expand the landed archive under its prefix; raise ArchiveRejectedError or LandingError."""
-    prefix = expansion_prefix(archive_key)
-    written: list[str] = []
-    try:
-        _clear_prefix(s3, bucket, prefix)
-        expansion = Expansion(archive_key=archive_key, prefix=prefix)
-        _expand(s3, bucket, archive_key, version_id, prefix, "", 1, limits, partner, remote_path, expansion,
-                _Budget(), written)
-        return expansion
-    except (ClientError, BotoCoreError, S3UploadFailedError) as exc:
-        _delete(s3, bucket, written)
-        raise LandingError(f"expanding s3://{bucket}/{archive_key} failed: {type(exc).__name__}: {exc}",
-                           partner=partner, path=remote_path,
-                           action="the archive stays landed; re-run it once S3 is reachable (the run role needs "
-                                  "s3:PutObject and s3:DeleteObject under the expansion prefix)") from None
-    except BaseException:
-        _delete(s3, bucket, written)
-        raise
-
-
-def _expand(s3: Any, bucket: str, key: str, version_id: str | None, prefix: str, inner: str, depth: int,
-            limits: ArchiveLimits, partner: str, remote_path: str, expansion: Expansion, budget: _Budget,
-            written: list[str]) -> None:
-    where = f"{remote_path}!/{inner.removesuffix('!/')}" if inner else remote_path
-
-    def reject(reason: str, entry: str | None) -> ArchiveRejectedError:
-        entry_text = f"entry '{entry}' is refused: " if entry is not None else ""
-        return ArchiveRejectedError(
-            f"archive not expanded: {entry_text}{reason}; the archive itself stays landed at "
-            f"s3://{bucket}/{expansion.archive_key}",
-            partner=partner, path=where,
-            action="ask the partner for a clean archive, or raise the unzip limits in partners.yaml if it is trusted")
-
-    reader = S3SeekableReader(s3, bucket, key, version_id=version_id)
-    try:
-        archive = zipfile.ZipFile(reader)
-    except (zipfile.BadZipFile, OSError, ValueError, EOFError) as exc:
-        raise reject(f"it is not a readable zip archive ({exc})", None) from None
-    with archive:
-        try:
-            entries = _validate(archive, limits, depth, reject, budget)
-        except (zipfile.BadZipFile, NotImplementedError, OSError, EOFError) as exc:
-            raise reject(f"it is corrupt ({exc})", None) from None
-        for info, name in entries:
-            target = prefix + name
-            try:
-                with archive.open(info) as source:
-                    hashing = _Hashing(source)
-                    metadata = {"partner": partner, "source-archive": ascii_header_value(key),
-                                "source-entry": ascii_header_value(info.filename)}
-                    s3.upload_fileobj(hashing, bucket, target, Config=transfer_config(),
-                                      ExtraArgs={"Metadata": metadata})
-            except (zipfile.BadZipFile, NotImplementedError, EOFError, zipfile.LargeZipFile) as exc:
-                raise reject(f"it is corrupt or unreadable ({exc})", info.filename) from None
-            except (OSError, RuntimeError) as exc:
-                if "Bad CRC" in str(exc) or "Truncated" in str(exc):
-                    raise reject(f"it is corrupt ({exc})", info.filename) from None
-                raise LandingError(f"writing s3://{bucket}/{target} failed: {exc}", partner=partner, path=where,
-                                   action="the archive stays landed; re-run to expand it") from None
-            written.append(target)
-            if hashing.count != info.file_size:
-                raise reject(f"it held {hashing.count} bytes, its header says {info.file_size}", info.filename)
-            expansion.entries.append(ExpandedEntry(name=f"{inner}{name}", key=target, size=hashing.count,
-                                                   sha256=hashing.hash.hexdigest()))
-            if is_archive_name(name) and _object_is_zip(s3, bucket, target):
-                _expand(s3, bucket, target, None, expansion_prefix(target), f"{inner}{name}!/", depth + 1, limits,
-                        partner, remote_path, expansion, budget, written)
-
-
-def _object_is_zip(s3: Any, bucket: str, key: str) -> bool:
-    head = s3.get_object(Bucket=bucket, Key=key, Range="bytes=0-3")["Body"].read()
-    return head in _ZIP_MAGIC
-
-
-def _clear_prefix(s3: Any, bucket: str, prefix: str) -> None:
-    """Entries of an earlier version of the archive must not mix with this one (the bucket keeps them)."""
-    paginator = s3.get_paginator("list_objects_v2")
-    for page in paginator.paginate(Bucket=bucket, Prefix=prefix):
-        _delete(s3, bucket, [o["Key"] for o in page.get("Contents", [])])
+    return _Expander(s3, bucket=bucket, archive_key=archive_key, partner=partner, remote_path=remote_path,
+                     limits=limits).run(version_id)
 
 
 def _delete(s3: Any, bucket: str, keys: list[str]) -> None:
     """Delete, and fail loudly if S3 refused any key (DeleteObjects reports refusals per key)."""
     for start in range(0, len(keys), 1000):
         batch = keys[start:start + 1000]
-        if batch:
-            response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
-            if response.get("Errors"):
-                first = response["Errors"][0]
-                raise ClientError({"Error": {"Code": first.get("Code", "DeleteFailed"),
-                                             "Message": f"{len(response['Errors'])} keys not deleted, first "
-                                                        f"{first.get('Key')}: {first.get('Message')}"}},
-                                  "DeleteObjects")
+        response = s3.delete_objects(Bucket=bucket, Delete={"Objects": [{"Key": k} for k in batch], "Quiet": True})
+        if response.get("Errors"):
+            raise _DeleteRefused(response["Errors"])
 
 
 def verify_expansion(s3: Any, *, bucket: str, archive_key: str, version_id: str | None = None

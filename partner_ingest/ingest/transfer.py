@@ -41,6 +41,7 @@ from partner_ingest.ingest.partition_keys import encode_partition_key, relative_
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.ingest.source_checksums import ExpectedDigest, read_expected_digest
 from partner_ingest.ingest.versions import RemoteVersion, uses_content_identity
+from partner_ingest.s3.errors import is_not_found
 from partner_ingest.s3.keys import ascii_header_value, landing_key
 from partner_ingest.s3.upload import landing_error, read_sha256_tag, transfer_config, upload_stream
 from partner_ingest.sftp.connection import SftpSession
@@ -51,7 +52,7 @@ from partner_ingest.sftp.reader import (
     RemoteFileShrunk,
     ServerProtocolError,
 )
-from partner_ingest.sftp.remote_file import lstat_regular_file
+from partner_ingest.sftp.remote_file import lstat_regular_file, refused_path
 
 T = TypeVar("T")
 
@@ -187,7 +188,7 @@ def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion,
     try:
         head = s3.head_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        if exc.response.get("Error", {}).get("Code", "") in ("404", "NoSuchKey", "NotFound"):
+        if is_not_found(exc):
             return None
         raise
     meta = head.get("Metadata", {})
@@ -358,13 +359,9 @@ def _open_remote(session: SftpSession, remote_path: str) -> paramiko.SFTPFile:
     partner = session.partner
     try:
         return session.sftp.open(remote_path, "rb")
-    except PermissionError:
-        raise RemotePathError(f"user '{partner.username}' may not read '{remote_path}'", partner=partner.name,
-                              path=remote_path, action="ask the partner to grant read access") from None
-    except FileNotFoundError:
-        raise RemotePathError(f"'{remote_path}' vanished before it could be read", partner=partner.name,
-                              path=remote_path, action="nothing to land; it is picked up again if it returns"
-                              ) from None
+    except (PermissionError, FileNotFoundError) as exc:
+        raise refused_path(exc, partner, remote_path, doing="read", gone="vanished before it could be read",
+                           gone_action="nothing to land; it is picked up again if it returns") from None
 
 
 def _with_link(link: PartnerLink, action: Callable[[], T]) -> T:

@@ -22,6 +22,7 @@ from botocore.exceptions import ClientError
 from s3transfer.utils import ChunksizeAdjuster
 
 from partner_ingest.errors import LandingError
+from partner_ingest.s3.errors import error_code, is_not_found
 
 SHA256_TAG = "sha256"
 MiB = 1024 * 1024
@@ -31,7 +32,6 @@ ATTEMPT_METADATA = "landing-attempt"
 # Versions of the key looked at when another writer got in between; more than that is not a race but a
 # second pipeline writing the same key, and is reported as such.
 MAX_VERSIONS_SEARCHED = 20
-_NOT_FOUND = frozenset({"404", "NoSuchKey", "NoSuchVersion", "NotFound"})
 
 
 def transfer_config(*, multipart_threshold: int = 16 * MiB, chunk_size: int = 8 * MiB,
@@ -82,15 +82,8 @@ class LandedObject:
     sha256: str
 
 
-def _client_error_code(exc: BaseException) -> str:
-    if isinstance(exc, ClientError):
-        return exc.response.get("Error", {}).get("Code", "")
-    cause = exc.__cause__ or exc.__context__
-    return _client_error_code(cause) if cause is not None else ""
-
-
 def landing_error(exc: BaseException, *, partner: str, path: str, bucket: str, key: str) -> LandingError:
-    code = _client_error_code(exc)
+    code = error_code(exc)
     if code == "NoSuchBucket":
         return LandingError(f"landing bucket '{bucket}' does not exist", partner=partner, path=path,
                             action="create the bucket or fix landing.bucket / PARTNER_INGEST_BUCKET")
@@ -182,7 +175,7 @@ def _head(s3: Any, bucket: str, key: str, version_id: str | None = None) -> dict
     try:
         return s3.head_object(**args)
     except ClientError as exc:
-        if _client_error_code(exc) in _NOT_FOUND:
+        if is_not_found(exc):
             return None
         raise
 
@@ -236,7 +229,7 @@ def read_sha256_tag(s3: Any, bucket: str, key: str, version_id: str | None = Non
         tags = s3.get_object_tagging(**args)["TagSet"]
     except ClientError as exc:
         # MethodNotAllowed: the version is a delete marker, so no object holds a tag there.
-        if _client_error_code(exc) in _NOT_FOUND | {"MethodNotAllowed"}:
+        if is_not_found(exc) or error_code(exc) == "MethodNotAllowed":
             return None
         raise
     return next((t["Value"] for t in tags if t["Key"] == SHA256_TAG), None)

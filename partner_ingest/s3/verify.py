@@ -11,6 +11,8 @@ from typing import Any
 
 from botocore.exceptions import ClientError
 
+from partner_ingest.s3.errors import error_code
+
 
 def verify_object(s3: Any, *, bucket: str, key: str, size: int, sha256: str, version_id: str | None = None
                   ) -> tuple[bool, str, dict[str, Any]]:
@@ -22,8 +24,8 @@ def verify_object(s3: Any, *, bucket: str, key: str, size: int, sha256: str, ver
     try:
         body = s3.get_object(Bucket=bucket, Key=key)
     except ClientError as exc:
-        code = exc.response.get("Error", {}).get("Code", "")
-        return False, f"s3://{bucket}/{key} cannot be read ({code}): it was deleted or access was removed", {}
+        return False, (f"s3://{bucket}/{key} cannot be read ({error_code(exc)}): it was deleted or access was "
+                       "removed"), {}
     current = body.get("VersionId")
     digest = hashlib.sha256()
     count = 0

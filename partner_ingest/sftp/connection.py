@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import base64
 import stat
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields, replace
 from functools import cached_property
 from types import TracebackType
+from typing import Any, TypeVar
 
 import paramiko
 
@@ -25,22 +26,55 @@ from partner_ingest.errors import (
 from partner_ingest.sftp import channel_buffer
 from partner_ingest.sftp.credentials import SftpCredentials
 from partner_ingest.sftp.reader import server_read_limit
+from partner_ingest.sftp.remote_file import refused_remote_dir
 
 # aes-gcm is ~20% faster than paramiko's default aes128-ctr; the rest keep paramiko's order.
 _PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
 
 
+_Settings = TypeVar("_Settings")
+
+
+def setting(default: Any, unit: str, description: str) -> Any:
+    """A field of a settings dataclass. Its unit names its keyword (``connect_timeout`` is set as
+    ``connect_timeout_seconds``) and its description is shown with its value in the UI."""
+    return field(default=default, metadata={"unit": unit, "description": description})
+
+
+def setting_keywords(settings_type: type, prefix: str = "") -> dict[str, str]:
+    """Keyword -> field name: ``<prefix><field>_<unit>``, the unit written once (``keepalive_seconds``)."""
+    keywords = {}
+    for item in fields(settings_type):
+        unit = item.metadata["unit"]
+        keywords[prefix + (item.name if not unit or item.name.endswith(unit) else f"{item.name}_{unit}")] = item.name
+    return keywords
+
+
+def with_keywords(settings: _Settings, values: dict[str, Any], prefix: str = "") -> _Settings:
+    """``settings`` with the ``values`` named by :func:`setting_keywords`; the others are left to the caller."""
+    keywords = setting_keywords(type(settings), prefix)
+    return replace(settings, **{keywords[k]: v for k, v in values.items() if k in keywords})
+
+
+def describe_settings(settings: object, prefix: str = "") -> str:
+    """``name=value`` (what it bounds) per setting, for the resource's description in the UI."""
+    by_field = {name: keyword for keyword, name in setting_keywords(type(settings), prefix).items()}
+    return "; ".join(f"{by_field[item.name]}={getattr(settings, item.name)} ({item.metadata['description']})"
+                     for item in fields(settings))
+
+
 @dataclass(frozen=True)
 class ConnectionSettings:
-    """Timeouts and flow control; the window bounds how much the server may send ahead of us."""
+    """Timeouts and flow control of one session, declared here only (``SftpResource`` takes them by keyword)."""
 
-    connect_timeout: float = 15.0
-    banner_timeout: float = 15.0
-    auth_timeout: float = 30.0
-    channel_timeout: float = 30.0
-    keepalive_seconds: int = 15
-    window_size: int = 16 * 1024 * 1024
-    max_packet_size: int = 256 * 1024
+    connect_timeout: float = setting(15.0, "seconds", "TCP connect")
+    banner_timeout: float = setting(15.0, "seconds", "the server's SSH banner")
+    auth_timeout: float = setting(30.0, "seconds", "the server's answer to authentication")
+    channel_timeout: float = setting(30.0, "seconds", "opening the SFTP channel, then every wait on it")
+    keepalive_seconds: int = setting(15, "seconds", "SSH keepalive interval")
+    window_size: int = setting(16 * 1024 * 1024, "bytes", "SSH channel window: how much the server may send "
+                                                          "ahead of our reads")
+    max_packet_size: int = setting(256 * 1024, "bytes", "largest SSH data packet")
 
 
 def host_key_name(host: str, port: int) -> str:
@@ -133,16 +167,8 @@ class SftpSession:
         """Fail with the partner and the directory when ``remote_dir`` is missing or unreadable."""
         try:
             attrs = self.sftp.stat(self.partner.remote_dir)
-        except FileNotFoundError:
-            raise RemotePathError(
-                f"remote directory '{self.partner.remote_dir}' does not exist on {self.partner.host}",
-                partner=self.partner.name, path=self.partner.remote_dir,
-                action="check remote_dir in partners.yaml with the partner") from None
-        except PermissionError:
-            raise RemotePathError(
-                f"user '{self.partner.username}' may not read remote directory '{self.partner.remote_dir}'",
-                partner=self.partner.name, path=self.partner.remote_dir,
-                action="ask the partner to grant read access") from None
+        except (FileNotFoundError, PermissionError) as exc:
+            raise refused_remote_dir(exc, self.partner, doing="read") from None
         if not stat.S_ISDIR(attrs.st_mode or 0):
             raise RemotePathError(
                 f"remote_dir '{self.partner.remote_dir}' is not a directory",

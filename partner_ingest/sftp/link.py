@@ -11,20 +11,31 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
 from partner_ingest.errors import ConnectionFailedError
-from partner_ingest.sftp.connection import SftpSession
+from partner_ingest.sftp.connection import SftpSession, setting
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True)
+class ReconnectPolicy:
+    """How often, and how patiently, a dropped session is replaced (``SftpResource`` takes these as
+    ``reconnect_attempts`` etc.)."""
+
+    attempts: int = setting(5, "", "new sessions tried after a drop before the file fails")
+    backoff_seconds: float = setting(1.0, "seconds", "wait before the first attempt, doubled after each failure")
+    max_backoff_seconds: float = setting(30.0, "seconds", "longest wait between attempts")
+
+
 class PartnerLink:
-    def __init__(self, connect: Callable[[], SftpSession], *, retries: int = 5, backoff_seconds: float = 1.0,
-                 max_backoff_seconds: float = 30.0, sleep: Callable[[float], None] = time.sleep) -> None:
+    def __init__(self, connect: Callable[[], SftpSession], policy: ReconnectPolicy = ReconnectPolicy(), *,
+                 sleep: Callable[[float], None] = time.sleep) -> None:
         self._connect = connect
-        self._retries = retries
-        self._backoff = backoff_seconds
-        self._max_backoff = max_backoff_seconds
+        self._retries = policy.attempts
+        self._backoff = policy.backoff_seconds
+        self._max_backoff = policy.max_backoff_seconds
         self._sleep = sleep
         self._session: SftpSession | None = None
         self.reconnects = 0

@@ -1,5 +1,5 @@
-"""The one place that turns SFTP attributes into a :class:`RemoteVersion` and SFTP errors on a single
-remote file into typed errors.
+"""The one place that turns SFTP attributes into a :class:`RemoteVersion` and SFTP errors on a remote
+path (a file, or ``remote_dir`` itself) into typed errors.
 
 Attributes are untrusted (SFTP v3 makes size, permissions and mtime optional): a missing size is
 an error, because without it nothing read can be proven complete; a missing mtime is allowed and
@@ -35,23 +35,39 @@ def version_of(attrs: paramiko.SFTPAttributes) -> RemoteVersion | None:
     return RemoteVersion(size=int(attrs.st_size), mtime=int(attrs.st_mtime) if attrs.st_mtime is not None else None)
 
 
+def refused_path(exc: BaseException, partner: PartnerConfig, path: str, *, doing: str, gone: str,
+                 gone_action: str, what: str = "") -> RemotePathError:
+    """The typed error for an SFTP refusal of ``path``: ``FileNotFoundError`` reads as "``'<path>' <gone>``",
+    anything else the caller hands over as "``user ... may not <doing> '<path>'``" (with the server's words
+    unless it said permission denied). ``what`` names the kind of path in both (``remote directory``)."""
+    named = f"{what} '{path}'" if what else f"'{path}'"
+    if isinstance(exc, FileNotFoundError):
+        return RemotePathError(f"{named} {gone}", partner=partner.name, path=path, action=gone_action)
+    detail = "" if isinstance(exc, PermissionError) else f": {exc}"
+    return RemotePathError(f"user '{partner.username}' may not {doing} {named}{detail}", partner=partner.name,
+                           path=path, action="ask the partner to grant read access")
+
+
+def refused_remote_dir(exc: BaseException, partner: PartnerConfig, *, doing: str) -> RemotePathError:
+    """:func:`refused_path` for the partner's ``remote_dir``: missing, or not ours to ``doing``."""
+    return refused_path(exc, partner, partner.remote_dir, doing=doing, what="remote directory",
+                        gone=f"does not exist on {partner.host}",
+                        gone_action="check remote_dir in partners.yaml with the partner")
+
+
 def lstat_regular_file(sftp: paramiko.SFTPClient, partner: PartnerConfig, remote_path: str, *,
                        root: str | None = None, while_reading: bool = False) -> RemoteVersion:
     """``lstat`` the path: a regular file with a size, inside ``root`` (the real path of ``remote_dir``,
     when given), or a typed error saying what to do."""
     try:
         attrs, link_target, parent = lstat_and_readlink(sftp, remote_path, resolve_parent=root is not None)
-    except FileNotFoundError:
-        if while_reading:
+    except (FileNotFoundError, PermissionError) as exc:
+        if while_reading and isinstance(exc, FileNotFoundError):
             raise RemoteFileChangedError(f"'{remote_path}' vanished while it was read", partner=partner.name,
                                          path=remote_path,
                                          action="nothing was landed; it is ingested again if it returns") from None
-        raise RemotePathError(f"'{remote_path}' no longer exists on {partner.host}", partner=partner.name,
-                              path=remote_path, action="nothing to land; the sensor drops files that vanish"
-                              ) from None
-    except PermissionError:
-        raise RemotePathError(f"user '{partner.username}' may not stat '{remote_path}'", partner=partner.name,
-                              path=remote_path, action="ask the partner to grant read access") from None
+        raise refused_path(exc, partner, remote_path, doing="stat", gone=f"no longer exists on {partner.host}",
+                           gone_action="nothing to land; the sensor drops files that vanish") from None
     if root is not None and not is_inside(parent, root):
         raise RemotePathError(f"'{remote_path}' resolves outside remote_dir (its directory is really '{parent}')",
                               partner=partner.name, path=remote_path,

@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import paramiko
 
-from partner_ingest.errors import RemotePathError
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
+from partner_ingest.sftp.remote_file import refused_remote_dir
 
 
 @dataclass(frozen=True)
@@ -74,19 +74,11 @@ def walk(session: SftpSession, selection: Selection, *, max_entries: int = 2_000
         absolute = session.remote_path(relative_dir) if relative_dir else root
         try:
             entries = session.sftp.listdir_attr(absolute)
-        except FileNotFoundError:
+        except (paramiko.SFTPError, OSError) as exc:
             if not relative_dir:
-                raise RemotePathError(f"remote directory '{root}' does not exist on {partner.host}",
-                                      partner=partner.name, path=root,
-                                      action="check remote_dir in partners.yaml with the partner") from None
-            listing.unreadable.append(f"{absolute} (vanished while listing)")
-            continue
-        except (PermissionError, paramiko.SFTPError, OSError) as exc:
-            if not relative_dir:
-                raise RemotePathError(f"user '{partner.username}' may not list '{root}': {exc}",
-                                      partner=partner.name, path=root,
-                                      action="ask the partner to grant read access") from None
-            listing.unreadable.append(f"{absolute} ({type(exc).__name__}: {exc})")
+                raise refused_remote_dir(exc, partner, doing="list") from None
+            listing.unreadable.append(f"{absolute} (vanished while listing)" if isinstance(exc, FileNotFoundError)
+                                      else f"{absolute} ({type(exc).__name__}: {exc})")
             continue
         listing.directories += 1
         for attrs in entries:

@@ -5,7 +5,9 @@ connection after 5 MiB from the server, let the reconnect through". Modes: ``cut
 sides once N bytes went server→client), ``reset_after`` (RST instead of FIN), ``stall_after``
 (stop forwarding, keep the socket open). Independently of connection order, ``refuse(pattern, times)``
 resets any connection whose client sends a chunk containing ``pattern`` (e.g. ``b"partNumber="`` for
-S3 part uploads), the first ``times`` times or always.
+S3 part uploads), the first ``times`` times or always. With ``hold=True`` every connection waits at the
+proxy, without reaching the server, until ``release()`` (``held`` counts them), e.g. to keep a run inside
+its step for as long as a test needs.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class FaultProxy:
     bytes_to_client: int = 0
     faults_fired: int = 0
     on_fault: Callable[[], None] | None = None   # runs when a fault fires, e.g. to change the file meanwhile
+    hold: bool = False
+    hold_timeout: float = 120.0                  # a held connection is closed after this long
+    held: int = 0
 
     def __post_init__(self) -> None:
         self._listener = socket.socket()
@@ -44,11 +49,16 @@ class FaultProxy:
         self._listener.listen(64)
         self.port = self._listener.getsockname()[1]
         self._stop = threading.Event()
+        self._released = threading.Event()
         self._lock = threading.Lock()
         self._threads: list[threading.Thread] = []
         self._sockets: list[socket.socket] = []
         self._acceptor = threading.Thread(target=self._accept, daemon=True)
         self._acceptor.start()
+
+    def release(self) -> None:
+        """Let held connections (and every later one) through to the server."""
+        self._released.set()
 
     def add(self, *faults: Fault) -> None:
         self.faults.extend(faults)
@@ -82,15 +92,25 @@ class FaultProxy:
             with self._lock:
                 self.connections += 1
                 fault = self.faults.popleft() if self.faults else self.default_fault
-            try:
-                server = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
-            except OSError:
-                client.close()
-                continue
-            self._sockets += [client, server]
-            thread = threading.Thread(target=self._pump, args=(client, server, fault), daemon=True)
+            self._sockets.append(client)
+            thread = threading.Thread(target=self._connect, args=(client, fault), daemon=True)
             thread.start()
             self._threads.append(thread)
+
+    def _connect(self, client: socket.socket, fault: Fault | None) -> None:
+        if self.hold and not self._released.is_set():
+            with self._lock:
+                self.held += 1
+            if not self._released.wait(timeout=self.hold_timeout) or self._stop.is_set():
+                client.close()
+                return
+        try:
+            server = socket.create_connection(("127.0.0.1", self.target_port), timeout=5)
+        except OSError:
+            client.close()
+            return
+        self._sockets.append(server)
+        self._pump(client, server, fault)
 
     def _pump(self, client: socket.socket, server: socket.socket, fault: Fault | None) -> None:
         sent_to_client = 0
@@ -152,6 +172,7 @@ class FaultProxy:
 
     def close(self) -> None:
         self._stop.set()
+        self._released.set()
         with contextlib.suppress(OSError):
             self._listener.close()
         for sock in self._sockets:

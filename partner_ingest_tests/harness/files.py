@@ -1,4 +1,4 @@
-"""Files for the partner's SFTP tree."""
+"""Sizes, and files for the partner's SFTP tree."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import hashlib
 import os
 from pathlib import Path
 
-MiB = 1024 * 1024
+KiB = 1024
+MiB = 1024 * KiB
+GiB = 1024 * MiB
+TiB = 1024 * GiB
 
 
 def write_random(path: Path, size: int) -> str:

@@ -23,7 +23,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from partner_ingest_tests.harness.processes import free_port, stop_process, wait_for_port
+from partner_ingest_tests.harness.processes import free_port, run_tool, stop_process, wait_for_port
 from partner_ingest_tests.harness.sshd import PASSWORD_USER
 
 PROFTPD = shutil.which("proftpd") or "/usr/sbin/proftpd"
@@ -48,10 +48,6 @@ class Proftpd:
     def stop(self) -> None:
         if self.proc is not None:
             stop_process(self.proc)
-
-
-def _run(*args: str, input: str | None = None) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, input=input).stdout
 
 
 def _check_installed() -> None:
@@ -124,13 +120,13 @@ def start_proftpd(password: str | None = None) -> Proftpd:
     key_paths: list[Path] = []
     for kind in HOST_KEY_TYPES:
         path = workdir / f"ssh_host_{kind}_key"
-        _run("ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path))
+        run_tool("ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path))
         host_keys[kind] = " ".join(Path(f"{path}.pub").read_text().split()[:2])
         key_paths.append(path)
 
     owner = pwd.getpwnam(PASSWORD_USER)
     # ftpasswd ships with proftpd-core; it prints "ftpasswd: <crypt(3) SHA-512 hash>".
-    crypted = _run(FTPASSWD, "--hash", "--sha512", "--stdin", input=password + "\n").split()[-1]
+    crypted = run_tool(FTPASSWD, "--hash", "--sha512", "--stdin", input=password + "\n").split()[-1]
     user_file = workdir / "users"
     user_file.write_text(f"{VIRTUAL_USER}:{crypted}:{owner.pw_uid}:{owner.pw_gid}::{workdir}:/usr/sbin/nologin\n")
     user_file.chmod(0o600)  # mod_auth_file refuses world-readable password files

@@ -16,7 +16,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from partner_ingest_tests.harness.processes import free_port, stop_process, wait_for_port
+from partner_ingest_tests.harness.processes import free_port, run_tool, stop_process, wait_for_port
 
 PASSWORD_USER = "pi_pw"
 KEY_USER = "pi_key"
@@ -47,15 +47,11 @@ class Sshd:
             stop_process(self.proc)
 
 
-def _run(*args: str, input: str | None = None) -> str:
-    return subprocess.run(args, check=True, capture_output=True, text=True, input=input).stdout
-
-
 def _ensure_user(name: str) -> None:
     try:
         pwd.getpwnam(name)
     except KeyError:
-        _run("useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name)
+        run_tool("useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name)
 
 
 def _machine_password() -> str:
@@ -87,23 +83,23 @@ def start_sshd() -> Sshd:
     for user in (PASSWORD_USER, KEY_USER):
         _ensure_user(user)
     password = _machine_password()
-    _run("chpasswd", input=f"{PASSWORD_USER}:{password}\n")
-    _run("usermod", "-p", "*", KEY_USER)  # unlocked for key login with UsePAM no, no password
+    run_tool("chpasswd", input=f"{PASSWORD_USER}:{password}\n")
+    run_tool("usermod", "-p", "*", KEY_USER)  # unlocked for key login with UsePAM no, no password
 
     host_keys: dict[str, str] = {}
     host_key_paths = []
     for kind in ("ed25519", "rsa", "ecdsa"):
         path = workdir / f"ssh_host_{kind}_key"
-        _run("ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path))
+        run_tool("ssh-keygen", "-q", "-t", kind, "-N", "", "-f", str(path))
         host_keys[kind] = " ".join(_public(path).split()[:2])
         host_key_paths.append(path)
     stranger = workdir / "stranger_host_key"
-    _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger))
+    run_tool("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(stranger))
 
     client_keys: dict[str, ClientKey] = {}
     for kind, passphrase in (("ed25519", None), ("rsa", secrets.token_urlsafe(12)), ("ecdsa", None)):
         path = workdir / f"client_{kind}"
-        _run("ssh-keygen", "-q", "-t", kind, "-N", passphrase or "", "-f", str(path))
+        run_tool("ssh-keygen", "-q", "-t", kind, "-N", passphrase or "", "-f", str(path))
         client_keys[kind] = ClientKey(kind, path.read_text(), passphrase, _public(path))
     keys_dir = workdir / "authorized_keys"
     keys_dir.mkdir()

@@ -12,7 +12,8 @@ import paramiko
 import pytest
 from paramiko.sftp import CMD_DATA, CMD_READ, int64
 
-from partner_ingest_tests.dagster_helpers import land
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.files import KiB
 from partner_ingest_tests.harness.misbehaving_sftp import (
     ASYNCSSH_MAX_READ_LEN,
     GARBAGE_BYTE,
@@ -20,7 +21,6 @@ from partner_ingest_tests.harness.misbehaving_sftp import (
     Misbehaviour,
 )
 
-KIB = 1024
 BIG = bytes(range(256)) * (1024 * 4)   # 1 MiB, every offset distinguishable mod 256
 
 
@@ -75,14 +75,14 @@ def test_size_delta_misreports_size(misbehaving_partner):
 
 
 def test_read_cap_answers_32_kib_of_a_255_kib_request(misbehaving_partner):
-    rig = misbehaving_partner(Misbehaviour(read_cap=32 * KIB))
+    rig = misbehaving_partner(Misbehaviour(read_cap=32 * KiB))
     rig.write("big.bin", BIG)
     with _sftp(rig) as sftp, sftp.open("/big.bin", "rb") as f:
-        assert _raw_read(sftp, f.handle, 0, 255 * KIB) == BIG[:32 * KIB]
-        assert _raw_read(sftp, f.handle, 100_000, 255 * KIB) == BIG[100_000:100_000 + 32 * KIB]
+        assert _raw_read(sftp, f.handle, 0, 255 * KiB) == BIG[:32 * KiB]
+        assert _raw_read(sftp, f.handle, 100_000, 255 * KiB) == BIG[100_000:100_000 + 32 * KiB]
     counts = rig.counters.snapshot()
-    assert counts["reads"] == 2 and counts["max_read_requested"] == 255 * KIB
-    assert counts["bytes_answered"] == 64 * KIB and counts["short_answers"] == 2 and counts["opens"] == 1
+    assert counts["reads"] == 2 and counts["max_read_requested"] == 255 * KiB
+    assert counts["bytes_answered"] == 64 * KiB and counts["short_answers"] == 2 and counts["opens"] == 1
 
 
 def test_stock_asyncssh_answers_reads_beyond_its_advertised_limit(misbehaving_partner):
@@ -90,8 +90,8 @@ def test_stock_asyncssh_answers_reads_beyond_its_advertised_limit(misbehaving_pa
     rig = misbehaving_partner()
     rig.write("big.bin", BIG * 6)
     with _sftp(rig) as sftp, sftp.open("/big.bin", "rb") as f:
-        assert len(_raw_read(sftp, f.handle, 0, 255 * KIB)) == 255 * KIB
-        assert len(_raw_read(sftp, f.handle, 0, ASYNCSSH_MAX_READ_LEN + KIB)) == ASYNCSSH_MAX_READ_LEN + KIB
+        assert len(_raw_read(sftp, f.handle, 0, 255 * KiB)) == 255 * KiB
+        assert len(_raw_read(sftp, f.handle, 0, ASYNCSSH_MAX_READ_LEN + KiB)) == ASYNCSSH_MAX_READ_LEN + KiB
     assert "limits@openssh.com" not in rig.server.advertised_extensions
 
 
@@ -110,9 +110,9 @@ def test_short_reads_every_third_read_is_half(misbehaving_partner):
     rig = misbehaving_partner(Misbehaviour(short_reads=True))
     rig.write("a.bin", BIG)
     with _sftp(rig) as sftp, sftp.open("/a.bin", "rb") as f:
-        answers = [len(_raw_read(sftp, f.handle, i * 64 * KIB, 64 * KIB)) for i in range(6)]
+        answers = [len(_raw_read(sftp, f.handle, i * 64 * KiB, 64 * KiB)) for i in range(6)]
         assert _raw_read(sftp, f.handle, len(BIG) - 1, 1) == BIG[-1:]    # never 0 bytes before EOF
-    assert answers == [64 * KIB, 64 * KIB, 32 * KIB, 64 * KIB, 64 * KIB, 32 * KIB]
+    assert answers == [64 * KiB, 64 * KiB, 32 * KiB, 64 * KiB, 64 * KiB, 32 * KiB]
     assert rig.counters.short_answers == 2
 
 
@@ -141,18 +141,18 @@ def test_before_open_hook_sees_relative_paths(misbehaving_partner):
 
 
 def test_limits_extension_switch(misbehaving_partner):
-    rig = misbehaving_partner(Misbehaviour(limits=True, read_cap=32 * KIB))
+    rig = misbehaving_partner(Misbehaviour(limits=True, read_cap=32 * KiB))
     assert "limits@openssh.com" in rig.server.advertised_extensions
     with _sftp(rig) as sftp:
         t, msg = sftp._request(paramiko.sftp.CMD_EXTENDED, "limits@openssh.com")
         assert t == paramiko.sftp.CMD_EXTENDED_REPLY
         _max_packet, max_read = msg.get_int64(), msg.get_int64()
-    assert max_read == 32 * KIB and rig.counters.limits_requests == 1
+    assert max_read == 32 * KiB and rig.counters.limits_requests == 1
 
 
 def test_product_lands_through_an_honest_server(misbehaving_partner, s3):
     rig = misbehaving_partner()
-    data = os.urandom(300 * KIB)
+    data = os.urandom(300 * KiB)
     rig.write("a.csv", data)
     result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
     assert result.success

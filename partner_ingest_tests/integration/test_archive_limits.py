@@ -14,9 +14,10 @@ import pytest
 from partner_ingest.config import ArchiveLimits
 from partner_ingest.errors import ArchiveRejectedError
 from partner_ingest.ingest.archives import expand_archive
-from partner_ingest_tests.zips import make_zip
+from partner_ingest_tests.harness.files import KiB
+from partner_ingest_tests.harness.results import object_keys
+from partner_ingest_tests.harness.zips import make_zip
 
-KiB = 1024
 PARTNER = "acme"
 REMOTE = "/outgoing/in/outer.zip"
 ARCHIVE_KEY = "partners/acme/in/outer.zip"
@@ -24,11 +25,6 @@ ARCHIVE_KEY = "partners/acme/in/outer.zip"
 
 def _files(prefix: str, count: int) -> dict[str, bytes]:
     return {f"{prefix}{n}.txt": prefix.encode() for n in range(count)}
-
-
-def _keys(s3, bucket: str) -> list[str]:
-    return sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-                  for o in page.get("Contents", []))
 
 
 def _expand(s3, bucket: str, data: bytes, **limits):
@@ -40,7 +36,7 @@ def _expand(s3, bucket: str, data: bytes, **limits):
 def _rejected(s3, bucket: str, data: bytes, **limits) -> str:
     with pytest.raises(ArchiveRejectedError) as info:
         _expand(s3, bucket, data, **limits)
-    assert _keys(s3, bucket) == [ARCHIVE_KEY]  # nothing of a refused expansion stays behind
+    assert object_keys(s3, bucket) == [ARCHIVE_KEY]  # nothing of a refused expansion stays behind
     text = str(info.value)
     assert f"partner '{PARTNER}'" in text and REMOTE in text and "What to do" in text
     assert f"stays landed at s3://{bucket}/{ARCHIVE_KEY}." in text  # the partner's archive, not a nested one

@@ -9,14 +9,15 @@ import subprocess
 import pytest
 
 from partner_ingest.config import PartnerConfig
-from partner_ingest.defs.assets import files_asset_key
+from partner_ingest.defs.asset_keys import files_asset_key
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.errors import (
     AuthenticationError,
     HostKeyError,
     SecretError,
 )
-from partner_ingest_tests.dagster_helpers import land
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.results import failure_text, object_keys
 from partner_ingest_tests.harness.sshd import KEY_USER
 
 
@@ -26,16 +27,6 @@ def _capture_debug(caplog) -> None:
     caplog.set_level(logging.DEBUG)
     for noisy in ("botocore", "boto3", "urllib3", "s3transfer"):
         caplog.set_level(logging.INFO, logger=noisy)
-
-
-def _objects(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
-def _run_failure_text(result) -> str:
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failures, "the run was expected to fail"
-    return failures[0].event_specific_data.error.message
 
 
 def _open(partner: PartnerConfig):
@@ -52,8 +43,8 @@ def test_wrong_password_is_refused_and_nothing_lands(make_partner, s3, sshd, cap
     assert rig.partner.name in message and rig.partner.secret_id in message and "What to do" in message
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
     assert not result.success
-    assert "refused user" in _run_failure_text(result)
-    assert _objects(s3, rig.landing.bucket) == []
+    assert "refused user" in failure_text(result)
+    assert object_keys(s3, rig.landing.bucket) == []
     everything = caplog.text + "".join(str(e) for e in instance.all_logs(result.run_id))
     assert "not-the-password-7f3a" not in everything
     assert sshd.password not in everything
@@ -66,7 +57,7 @@ def test_each_private_key_type_logs_in(make_partner, s3, sshd, kind, caplog):
     rig.write("k.bin", b"key auth")
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["k.bin"])
     assert result.success
-    assert _objects(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/k.bin"]
+    assert object_keys(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/k.bin"]
     key = sshd.client_keys[kind]
     everything = caplog.text + "".join(str(e) for e in instance.all_logs(result.run_id))
     body = "".join(key.private_pem.splitlines()[1:-1])
@@ -114,8 +105,8 @@ def test_changed_host_key_is_refused_with_the_offered_fingerprint(make_partner, 
     served = sshd.host_key_lines["ed25519"]
     assert "SHA256:" in message and served in message and "out of band" in message
     result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
-    assert not result.success and "not pinned" in _run_failure_text(result)
-    assert _objects(s3, rig.landing.bucket) == []
+    assert not result.success and "not pinned" in failure_text(result)
+    assert object_keys(s3, rig.landing.bucket) == []
 
 
 def _stranger_p384_line(sshd) -> str:
@@ -145,9 +136,9 @@ def test_missing_remote_directory(make_partner, s3):
     rig = make_partner(remote_dir="/nonexistent/partner/dir")
     result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
     assert not result.success
-    text = _run_failure_text(result)
+    text = failure_text(result)
     assert "/nonexistent/partner/dir" in text and "does not exist" in text and rig.partner.name in text
-    assert _objects(s3, rig.landing.bucket) == []
+    assert object_keys(s3, rig.landing.bucket) == []
 
 
 def test_unreadable_file_fails_the_run_but_its_neighbours_land(make_partner, s3):
@@ -158,9 +149,9 @@ def test_unreadable_file_fails_the_run_but_its_neighbours_land(make_partner, s3)
     rig.write("c_ok.csv", b"third")
     result, instance, keys = land(rig.partner, rig.landing.bucket, ["a_ok.csv", "b_locked.csv", "c_ok.csv"])
     assert not result.success
-    text = _run_failure_text(result)
+    text = failure_text(result)
     assert "b_locked.csv" in text and "may not read" in text and rig.partner.name in text
-    assert sorted(_objects(s3, rig.landing.bucket)) == [
+    assert sorted(object_keys(s3, rig.landing.bucket)) == [
         f"partners/{rig.partner.name}/a_ok.csv", f"partners/{rig.partner.name}/c_ok.csv"]
     status = instance.get_materialized_partitions(files_asset_key(rig.partner))
     assert status == {keys[0], keys[2]}
@@ -171,7 +162,7 @@ def test_missing_bucket(make_partner, s3):
     rig.write("a.csv", b"data")
     result, _, _ = land(rig.partner, "no-such-bucket-for-partner-ingest", ["a.csv"])
     assert not result.success
-    text = _run_failure_text(result)
+    text = failure_text(result)
     assert "no-such-bucket-for-partner-ingest" in text and "does not exist" in text and "a.csv" in text
 
 

@@ -16,14 +16,15 @@ from dagster import DagsterInstance
 from dagster_aws.s3 import S3Resource
 from dagster_aws.secretsmanager import SecretsManagerResource
 
-from partner_ingest.defs.assets import files_asset_key
+from partner_ingest.config import CONFIG_ENV
+from partner_ingest.defs.asset_keys import files_asset_key
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.ingest.partition_keys import encode_partition_key
-from partner_ingest_tests.dagster_helpers import land
+from partner_ingest_tests.harness.dagster_helpers import land
 from partner_ingest_tests.harness.fault_proxy import Fault, FaultProxy
-
-MiB = 1024 * 1024
+from partner_ingest_tests.harness.files import MiB
+from partner_ingest_tests.harness.results import failure_text, materializations, object_keys
 
 
 def _resources(**sftp_settings) -> dict:
@@ -44,21 +45,8 @@ def _write(rig, name: str, size: int) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def _failure_text(result) -> str:
-    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
-
-
-def _objects(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
 def _assert_clean(s3, bucket: str) -> None:
     assert not s3.list_multipart_uploads(Bucket=bucket).get("Uploads"), "an open multipart upload was left"
-
-
-def _materialization(instance, rig, name):
-    records = instance.fetch_materializations(files_asset_key(rig.partner), limit=100).records
-    return [r.asset_materialization for r in records if r.partition_key == encode_partition_key(name)]
 
 
 @pytest.mark.parametrize("fault", [Fault(cut_after=6 * MiB), Fault(reset_after=6 * MiB)], ids=["cut", "reset"])
@@ -70,7 +58,7 @@ def test_dropped_link_resumes_at_the_same_offset_inside_the_same_upload(make_par
     assert result.success
     body = s3.get_object(Bucket=rig.landing.bucket, Key=f"partners/{rig.partner.name}/big.bin")["Body"].read()
     assert hashlib.sha256(body).hexdigest() == expected
-    [event] = _materialization(instance, rig, "big.bin")
+    [event] = materializations(instance, rig.partner, "big.bin")
     assert event.metadata["resumes"].value == 1
     assert event.metadata["bytes_read"].value == 40 * MiB  # nothing read twice
     assert sftp_proxy.connections == 2 and sftp_proxy.faults_fired == 1
@@ -85,7 +73,7 @@ def test_stalled_link_times_out_and_resumes(make_partner, s3, sftp_proxy):
     sftp_proxy.add(Fault(stall_after=3 * MiB))
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["stall.bin"], resources=_resources())
     assert result.success
-    [event] = _materialization(instance, rig, "stall.bin")
+    [event] = materializations(instance, rig.partner, "stall.bin")
     assert event.metadata["sha256"].value == expected and event.metadata["resumes"].value == 1
 
 
@@ -97,9 +85,9 @@ def test_link_that_keeps_dropping_fails_clearly_after_bounded_retries(make_partn
     result, instance, keys = land(rig.partner, rig.landing.bucket, ["doomed.bin", "small.csv"],
                                   resources=_resources(reconnect_attempts=3))
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert rig.partner.name in text and "doomed.bin" in text and "What to do" in text
-    assert _objects(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/small.csv"]
+    assert object_keys(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/small.csv"]
     assert instance.get_materialized_partitions(files_asset_key(rig.partner)) == {encode_partition_key("small.csv")}
     _assert_clean(s3, rig.landing.bucket)
 
@@ -113,8 +101,8 @@ def test_file_that_vanishes_while_read_is_not_landed(make_partner, s3, sftp_prox
     sftp_proxy.on_fault = path.unlink
     result, _, _ = land(rig.partner, rig.landing.bucket, ["gone.bin"], resources=_resources())
     assert not result.success
-    assert "vanished while it was read" in _failure_text(result)
-    assert _objects(s3, rig.landing.bucket) == []
+    assert "vanished while it was read" in failure_text(result)
+    assert object_keys(s3, rig.landing.bucket) == []
     _assert_clean(s3, rig.landing.bucket)
 
 
@@ -133,7 +121,7 @@ def test_s3_connection_resets_are_retried_by_botocore(make_partner, s3, s3_proxy
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["parts.bin"], resources=_resources())
     assert result.success
     assert s3_proxy.faults_fired == 2
-    [event] = _materialization(instance, rig, "parts.bin")
+    [event] = materializations(instance, rig.partner, "parts.bin")
     assert event.metadata["sha256"].value == expected
     _assert_clean(s3, rig.landing.bucket)
 
@@ -149,7 +137,7 @@ def test_s3_throttling_503_is_retried_by_botocore(make_partner, s3, s3_proxy):
     s3_proxy.refuse(b"partNumber=", times=3, answer=SLOW_DOWN)
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["throttled.bin"], resources=_resources())
     assert result.success and s3_proxy.faults_fired == 3
-    [event] = _materialization(instance, rig, "throttled.bin")
+    [event] = materializations(instance, rig.partner, "throttled.bin")
     assert event.metadata["sha256"].value == expected
     _assert_clean(s3, rig.landing.bucket)
 
@@ -160,9 +148,9 @@ def test_s3_failing_every_part_fails_clearly_and_aborts_the_multipart_upload(mak
     s3_proxy.refuse(b"partNumber=")
     result, _, _ = land(rig.partner, rig.landing.bucket, ["never.bin"], resources=_resources())
     assert not result.success
-    text = _failure_text(result)
+    text = failure_text(result)
     assert rig.partner.name in text and "never.bin" in text and "What to do" in text
-    assert _objects(s3, rig.landing.bucket) == []
+    assert object_keys(s3, rig.landing.bucket) == []
     _assert_clean(s3, rig.landing.bucket)
 
 
@@ -173,7 +161,7 @@ def test_repeated_run_at_the_same_version_uploads_nothing_and_says_so(make_partn
     first, _, _ = land(rig.partner, rig.landing.bucket, ["once.bin"], instance=instance)
     second, _, _ = land(rig.partner, rig.landing.bucket, ["once.bin"], instance=instance)
     assert first.success and second.success
-    events = _materialization(instance, rig, "once.bin")
+    events = materializations(instance, rig.partner, "once.bin")
     assert sorted(e.metadata["uploaded"].value for e in events) == [False, True]
     assert len(s3.list_object_versions(Bucket=rig.landing.bucket)["Versions"]) == 1
     logs = " ".join(str(e.message) for e in instance.all_logs(second.run_id))
@@ -193,7 +181,7 @@ def test_run_killed_mid_upload_leaves_no_object_under_the_final_key(make_partner
     proc = subprocess.Popen(
         [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "partner_ingest.definitions",
          "--select", f"partners/{rig.partner.name}/files", "--partition", "killed.bin"],
-        env={**os.environ, "DAGSTER_HOME": str(home), "PARTNER_INGEST_CONFIG": str(config)},
+        env={**os.environ, "DAGSTER_HOME": str(home), CONFIG_ENV: str(config)},
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline and not s3.list_multipart_uploads(Bucket=rig.landing.bucket).get("Uploads"):
@@ -201,7 +189,7 @@ def test_run_killed_mid_upload_leaves_no_object_under_the_final_key(make_partner
         time.sleep(0.05)
     proc.kill()
     proc.wait(timeout=30)
-    assert _objects(s3, rig.landing.bucket) == []
+    assert object_keys(s3, rig.landing.bucket) == []
     # The orphaned multipart upload is S3's to expire: the landing bucket's lifecycle rule aborts incomplete
     # uploads (deploy/ecs). Nothing is visible under the final key meanwhile.
     assert s3.list_multipart_uploads(Bucket=rig.landing.bucket)["Uploads"][0]["Key"].endswith("killed.bin")
@@ -245,7 +233,7 @@ def test_a_403_on_head_is_an_error_not_not_landed(make_partner, s3, s3_proxy):
     s3_proxy.refuse(b"HEAD /", answer=FORBIDDEN)
     result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"], instance=instance, resources=_resources())
     assert not result.success
-    message = _failure_text(result)
+    message = failure_text(result)
     assert "refused" in message and "a.csv" in message and "What to do" in message
     versions = s3.list_object_versions(Bucket=rig.landing.bucket).get("Versions", [])
     assert len(versions) == 1, "the file was uploaded again over an object S3 would not show"
@@ -262,8 +250,8 @@ def test_a_permission_error_while_reconnecting_is_reported_as_one(make_partner, 
     finally:
         (rig.tree / "locked").chmod(0o755)
     assert not result.success
-    message = _failure_text(result)
+    message = failure_text(result)
     assert "may not stat" in message and "grant read access" in message
     assert "connection" not in message.split("What to do")[0].lower()
-    assert _objects(s3, rig.landing.bucket) == []
+    assert object_keys(s3, rig.landing.bucket) == []
     _assert_clean(s3, rig.landing.bucket)

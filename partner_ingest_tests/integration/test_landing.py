@@ -7,10 +7,10 @@ import os
 
 from dagster import AssetKey
 
-from partner_ingest.defs.assets import files_asset_key
+from partner_ingest.defs.asset_keys import files_asset_key
 from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest.s3.upload import read_sha256_tag
-from partner_ingest_tests.dagster_helpers import land
+from partner_ingest_tests.harness.dagster_helpers import land
 
 ODD_NAMES = [
     "plain.csv",

@@ -7,10 +7,10 @@ import os
 
 from dagster import instance_for_test
 
-from partner_ingest.defs.assets import files_asset_key
+from partner_ingest.defs.asset_keys import files_asset_key
 from partner_ingest.ingest.partition_keys import encode_partition_key
-from partner_ingest_tests.dagster_helpers import land
-from partner_ingest_tests.sensor_helpers import SensorDriver
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.sensor_helpers import SensorDriver
 
 
 def _after(instance, rig, name):

@@ -13,17 +13,23 @@ import hashlib
 
 import pytest
 
-from partner_ingest.defs.assets import files_asset_key
+from partner_ingest.defs.asset_keys import files_asset_key
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.errors import AuthenticationError, HostKeyError
 from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest.s3.upload import read_sha256_tag
-from partner_ingest_tests import test_after_landing, test_faults, test_landing, test_never_lose_an_original, test_sensor
-from partner_ingest_tests.dagster_helpers import land
-from partner_ingest_tests.harness.files import write_random
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.files import MiB, write_random
 from partner_ingest_tests.harness.proftpd import HOST_KEY_TYPES
+from partner_ingest_tests.harness.results import failure_text, object_keys
+from partner_ingest_tests.integration import (
+    test_after_landing,
+    test_faults,
+    test_landing,
+    test_never_lose_an_original,
+    test_sensor,
+)
 
-MiB = 1024 * 1024
 MULTIPART_THRESHOLD = 16 * MiB  # land_file's default: files of at least this size go multipart
 
 
@@ -84,16 +90,6 @@ def test_sizes_around_the_multipart_threshold_land_byte_exact_in_one_run(make_pa
         assert multipart == (sizes[name] >= MULTIPART_THRESHOLD), name
 
 
-def _run_failure_text(result) -> str:
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failures, "the run was expected to fail"
-    return failures[0].event_specific_data.error.message
-
-
-def _objects(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
 def test_wrong_password_is_refused_and_nothing_lands(make_partner, s3, proftpd):
     rig = make_partner(secret={"password": "not-the-password-5c1e"})
     rig.write("a.csv", b"x")
@@ -101,9 +97,9 @@ def test_wrong_password_is_refused_and_nothing_lands(make_partner, s3, proftpd):
         default_resources()["sftp"].open(rig.partner)
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
     assert not result.success
-    text = _run_failure_text(result)
+    text = failure_text(result)
     assert f"refused user '{proftpd.username}'" in text and rig.partner.secret_id in text and "What to do" in text
-    assert _objects(s3, rig.landing.bucket) == []
+    assert object_keys(s3, rig.landing.bucket) == []
     logs = "".join(str(e) for e in instance.all_logs(result.run_id))
     assert "not-the-password-5c1e" not in logs and proftpd.password not in logs
 
@@ -115,8 +111,8 @@ def test_unpinned_host_key_is_refused_with_the_offered_key(make_partner, s3, ssh
         default_resources()["sftp"].open(rig.partner)
     assert proftpd.host_key_lines["ed25519"] in str(err.value)
     result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
-    assert not result.success and "not pinned" in _run_failure_text(result)
-    assert _objects(s3, rig.landing.bucket) == []
+    assert not result.success and "not pinned" in failure_text(result)
+    assert object_keys(s3, rig.landing.bucket) == []
 
 
 @pytest.mark.parametrize("kind", HOST_KEY_TYPES)
@@ -140,6 +136,6 @@ def test_a_symlink_is_refused_although_proftpd_lstat_follows_it(make_partner, s3
     link.symlink_to(elsewhere)
     result, _, _ = land(rig.partner, rig.landing.bucket, ["a.csv"])
     assert not result.success
-    assert "symbolic link" in _run_failure_text(result)
-    assert _objects(s3, rig.landing.bucket) == []
+    assert "symbolic link" in failure_text(result)
+    assert object_keys(s3, rig.landing.bucket) == []
     assert link.is_symlink() and elsewhere.exists()

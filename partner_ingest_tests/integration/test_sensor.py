@@ -8,10 +8,12 @@ import time
 import pytest
 from dagster import DagsterRunStatus, instance_for_test
 
+from partner_ingest.defs.partitions import partitions_name
+from partner_ingest.defs.tags import PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
 from partner_ingest.errors import ConnectionFailedError
 from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.harness.processes import free_port
-from partner_ingest_tests.sensor_helpers import SensorDriver
+from partner_ingest_tests.harness.sensor_helpers import SensorDriver
 
 
 @pytest.fixture
@@ -39,12 +41,12 @@ def test_new_files_become_partitions_and_one_ranged_run(driver_for, make_partner
     driver = driver_for(rig)
     data = driver.tick()
     keys = sorted(encode_partition_key(n) for n in names)
-    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == keys
+    assert driver.instance.get_dynamic_partitions(partitions_name(rig.partner)) == keys
     assert len(data.run_requests) == 1
     request = data.run_requests[0]
-    assert request.tags["partner"] == rig.partner.name
-    assert request.tags["dagster/asset_partition_range_start"] == keys[0]
-    assert request.tags["dagster/asset_partition_range_end"] == keys[-1]
+    assert request.tags[PARTNER_TAG] == rig.partner.name
+    assert request.tags[RANGE_START_TAG] == keys[0]
+    assert request.tags[RANGE_END_TAG] == keys[-1]
     results = driver.launch(data.run_requests)
     assert all(r.success for r in results)
     landed = {o["Key"] for o in s3.list_objects_v2(Bucket=rig.landing.bucket)["Contents"]}
@@ -62,7 +64,7 @@ def test_runs_are_capped_by_files_and_bytes_and_ticks_by_partitions(driver_for, 
     batches = [driver.keys_of(r) for r in data.run_requests]
     assert sum(len(b) for b in batches) == 8  # per-tick cap; the rest waits
     assert [len(b) for b in batches] == [2, 2, 3, 1]  # 2 x 100 bytes fit under 250; then the 3-file cap
-    assert len(driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files")) == 8
+    assert len(driver.instance.get_dynamic_partitions(partitions_name(rig.partner))) == 8
     driver.launch(data.run_requests)
     second = driver.tick()
     assert _requested(driver, second) == [encode_partition_key("f08.bin"), encode_partition_key("f09.bin")]
@@ -109,7 +111,7 @@ def test_done_marker_mode(driver_for, make_partner):
     rig.write("y.csv.done", b"", mtime=time.time() - 3600)  # older than y.csv: vouches for an earlier y.csv
     data = driver.tick()
     assert _requested(driver, data) == ["x.csv"]
-    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == ["x.csv"]
+    assert driver.instance.get_dynamic_partitions(partitions_name(rig.partner)) == ["x.csv"]
 
 
 def test_changed_file_is_requested_again(driver_for, make_partner, s3):
@@ -140,7 +142,7 @@ def test_scattered_changed_files_are_regrouped_into_one_range(driver_for, make_p
         rig.write(f"f{i}.csv", b"v2!", mtime=later)
     first = driver.tick()
     assert first.run_requests == []
-    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == \
+    assert driver.instance.get_dynamic_partitions(partitions_name(rig.partner)) == \
         ["f0.csv", "f2.csv", "f4.csv", "f7.csv"]
     second = driver.tick()
     assert [driver.keys_of(r) for r in second.run_requests] == [["f1.csv", "f3.csv", "f5.csv", "f6.csv"]]
@@ -213,7 +215,7 @@ def test_excluded_and_pruned_paths_never_appear_and_problems_are_reported(driver
     driver = driver_for(rig)
     data = driver.tick()
     assert _requested(driver, data) == ["keep/a.csv"]
-    assert driver.instance.get_dynamic_partitions(f"{rig.partner.name}_files") == ["keep/a.csv"]
+    assert driver.instance.get_dynamic_partitions(partitions_name(rig.partner)) == ["keep/a.csv"]
     warnings = capfd.readouterr().err  # Dagster's sensor logger writes to stderr
     assert "unreadable" in warnings and "link.csv (symlink)" in warnings and "pipe.csv (fifo)" in warnings
     assert "tmp/locked" not in warnings and "skip" not in warnings

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from partner_ingest.config import load_config, parse_config
+from partner_ingest.config import BUCKET_ENV, CONFIG_ENV, load_config, parse_config
 from partner_ingest.errors import ConfigError
+from partner_ingest_tests.harness.paths import EXAMPLE_PARTNERS
 
 GOOD = {
     "name": "acme",
@@ -75,7 +76,7 @@ def test_duplicate_names_and_nested_prefixes_are_refused():
 
 
 def test_bucket_from_environment_wins(monkeypatch):
-    monkeypatch.setenv("PARTNER_INGEST_BUCKET", "from-env-bucket")
+    monkeypatch.setenv(BUCKET_ENV, "from-env-bucket")
     assert parse_config(_config()).landing.bucket == "from-env-bucket"
     raw = _config()
     del raw["landing"]
@@ -83,7 +84,7 @@ def test_bucket_from_environment_wins(monkeypatch):
 
 
 def test_missing_bucket_and_bad_bucket(monkeypatch):
-    monkeypatch.delenv("PARTNER_INGEST_BUCKET", raising=False)
+    monkeypatch.delenv(BUCKET_ENV, raising=False)
     raw = _config()
     del raw["landing"]
     with pytest.raises(ConfigError, match="field 'landing': Field required"):
@@ -93,7 +94,7 @@ def test_missing_bucket_and_bad_bucket(monkeypatch):
 
 
 def test_file_errors(tmp_path, monkeypatch):
-    monkeypatch.setenv("PARTNER_INGEST_CONFIG", str(tmp_path / "absent.yaml"))
+    monkeypatch.setenv(CONFIG_ENV, str(tmp_path / "absent.yaml"))
     with pytest.raises(ConfigError, match="absent.yaml' does not exist.*PARTNER_INGEST_CONFIG"):
         load_config()
     broken = tmp_path / "broken.yaml"
@@ -118,8 +119,6 @@ def test_expect_every_becomes_a_freshness_policy():
 
 
 def test_the_documented_example_is_valid(monkeypatch):
-    from pathlib import Path
-
-    monkeypatch.delenv("PARTNER_INGEST_BUCKET", raising=False)
-    config = load_config(Path(__file__).resolve().parents[1] / "partners.example.yaml")
+    monkeypatch.delenv(BUCKET_ENV, raising=False)
+    config = load_config(EXAMPLE_PARTNERS)
     assert config.partners[0].name == "acme" and config.partners[0].after_landing == "move"

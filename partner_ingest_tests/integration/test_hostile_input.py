@@ -10,8 +10,10 @@ import os
 import pytest
 
 from partner_ingest.s3.upload import read_sha256_tag
-from partner_ingest_tests.dagster_helpers import land
-from partner_ingest_tests.zips import (
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.files import MiB
+from partner_ingest_tests.harness.results import failure_text, object_keys
+from partner_ingest_tests.harness.zips import (
     bomb_zip,
     encrypted_flag_zip,
     make_zip,
@@ -19,17 +21,6 @@ from partner_ingest_tests.zips import (
     symlink_zip,
     zip_with_raw_names,
 )
-
-MiB = 1024 * 1024
-
-
-def _keys(s3, bucket):
-    return sorted(o["Key"] for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket)
-                  for o in page.get("Contents", []))
-
-
-def _failure(result) -> str:
-    return next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE").event_specific_data.error.message
 
 
 def _flip_bytes(data: bytes, start: int, end: int) -> bytes:
@@ -69,10 +60,10 @@ def test_hostile_archive_is_rejected_and_stays_landed(make_partner, s3, case):
     rig.write("in/x.zip", data)
     result, _, _ = land(rig.partner, rig.landing.bucket, ["in/x.zip"])
     assert not result.success
-    text = _failure(result)
+    text = failure_text(result)
     assert words in text and rig.partner.name in text and "in/x.zip" in text and "What to do" in text
     archive = f"partners/{rig.partner.name}/in/x.zip"
-    assert _keys(s3, rig.landing.bucket) == [archive]  # archive kept; nothing expanded, nothing elsewhere
+    assert object_keys(s3, rig.landing.bucket) == [archive]  # archive kept; nothing expanded, nothing elsewhere
     assert read_sha256_tag(s3, rig.landing.bucket, archive) == hashlib.sha256(data).hexdigest()
 
 
@@ -83,7 +74,7 @@ def test_nested_archive_within_depth_expands_under_its_prefix(make_partner, s3):
     result, _, _ = land(rig.partner, rig.landing.bucket, ["n.zip"])
     assert result.success
     prefix = f"partners/{rig.partner.name}/n.zip.unzipped/"
-    assert _keys(s3, rig.landing.bucket) == [
+    assert object_keys(s3, rig.landing.bucket) == [
         f"partners/{rig.partner.name}/n.zip", f"{prefix}inner.zip", f"{prefix}inner.zip.unzipped/deep/x.txt",
         f"{prefix}top.txt"]
 
@@ -96,8 +87,8 @@ def test_re_landed_archive_replaces_its_old_entries(make_partner, s3):
     os.utime(path, (1_900_000_000, 1_900_000_000))
     assert land(rig.partner, rig.landing.bucket, ["r.zip"])[0].success
     prefix = f"partners/{rig.partner.name}/r.zip.unzipped/"
-    assert [k for k in _keys(s3, rig.landing.bucket) if k.startswith(prefix)] == [f"{prefix}new.txt",
-                                                                                  f"{prefix}same.txt"]
+    assert [k for k in object_keys(s3, rig.landing.bucket) if k.startswith(prefix)] == [f"{prefix}new.txt",
+                                                                                        f"{prefix}same.txt"]
 
 
 @pytest.mark.parametrize("size", [0, 16 * MiB - 1, 16 * MiB, 16 * MiB + 1])
@@ -122,6 +113,6 @@ def test_remote_names_with_control_characters_are_refused_by_runs_as_by_the_sens
     result, _, keys = land(rig.partner, rig.landing.bucket, names)
     assert not result.success
     assert all("\n" not in k and "\t" not in k for k in keys)  # partition keys stay printable
-    message = _failure(result)
+    message = failure_text(result)
     assert message.count("name not accepted") == 3 and "What to do" in message
-    assert _keys(s3, rig.landing.bucket) == []
+    assert object_keys(s3, rig.landing.bucket) == []

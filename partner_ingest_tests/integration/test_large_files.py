@@ -19,14 +19,13 @@ import psutil
 import yaml
 from dagster import DagsterInstance
 
+from partner_ingest.config import CONFIG_ENV
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.errors import RemoteFileChangedError
 from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest.ingest.transfer import land_file
-from partner_ingest_tests.harness.files import write_random
-
-MiB = 1024 * 1024
+from partner_ingest_tests.harness.files import MiB, write_random
 
 
 def test_200_mib_file_lands_with_matching_sha256_and_flat_memory(make_partner, s3, tmp_path, capsys):
@@ -75,7 +74,7 @@ def _run_with_rusage(rig, tmp_path: Path, relative_path: str):
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     config = tmp_path / "partners.yaml"
     config.write_text(yaml.safe_dump(rig.config.model_dump(mode="json")))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PARTNER_INGEST_CONFIG": str(config)}
+    env = {**os.environ, "DAGSTER_HOME": str(home), CONFIG_ENV: str(config)}
     key = encode_partition_key(relative_path)
     with DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(partitions_name(rig.partner), [key])

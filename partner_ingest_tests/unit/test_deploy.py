@@ -1,135 +1,41 @@
-"""deploy/ecs: the templates pass cfn-lint and checkov and say what a security review needs; the AWS
-dagster.yaml validates with Dagster's own config checks; and an EcsRunLauncher built from it starts a
-real run request on moto's ECS (over HTTP) from the stack's run task definition.
+"""deploy/ecs, read without any server or lint tool: the templates say what a security review needs, the
+renderers refuse bad input, and the AWS dagster.yaml validates with Dagster's own config checks.
 
-cfn-lint and checkov are required (CI installs them with deploy/ecs/install_lint_tools.sh): a missing
-tool fails these tests, it never skips them.
+The linters (cfn-lint, checkov) and a real run launch on moto's ECS are in
+``partner_ingest_tests/integration/test_deploy.py``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import re
-import shutil
-import subprocess
-import sys
 import tomllib
 from collections.abc import Iterator
 from pathlib import Path
-from types import ModuleType
-from typing import Any
 
-import boto3
 import pytest
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY = ROOT / "deploy" / "ecs"
-CFN = DEPLOY / "cloudformation"
-STATIC_TEMPLATES = [CFN / "foundation.yaml", CFN / "services.yaml"]
-INSTALL_HINT = "run `bash deploy/ecs/install_lint_tools.sh` (cfn-lint into .venv, checkov into .venv-checkov)"
-
-
-# ---------------------------------------------------------------- helpers
-
-def _load_module(name: str, path: Path) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, path)
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-entrypoint = _load_module("partner_ingest_deploy_entrypoint", DEPLOY / "entrypoint.py")
-render_partners = _load_module("partner_ingest_deploy_render_partners", DEPLOY / "render_partners.py")
-
-
-def tool(name: str) -> str:
-    """Locate cfn-lint (project venv) or checkov (its own venv); fail, not skip, when absent."""
-    override = os.environ.get(name.upper().replace("-", "_"))
-    candidates = [override] if override else []
-    if name == "checkov":
-        candidates.append(str(ROOT / ".venv-checkov" / "bin" / "checkov"))
-    candidates += [str(Path(sys.executable).parent / name), shutil.which(name)]
-    for candidate in candidates:
-        if candidate and Path(candidate).is_file() and os.access(candidate, os.X_OK):
-            return candidate
-    pytest.fail(f"{name} is not installed: {INSTALL_HINT}")
-
-
-class _CfnLoader(yaml.SafeLoader):
-    """YAML loader that turns CloudFormation short tags (!Ref, !Sub, ...) into their long form."""
-
-
-def _cfn_tag(loader: yaml.SafeLoader, suffix: str, node: yaml.Node) -> dict:
-    if isinstance(node, yaml.ScalarNode):
-        value: Any = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    if suffix == "Ref":
-        return {"Ref": value}
-    if suffix == "GetAtt" and isinstance(value, str):
-        value = value.split(".", 1)
-    return {f"Fn::{suffix}": value}
-
-
-_CfnLoader.add_multi_constructor("!", _cfn_tag)
-
-
-def load_template(path: Path) -> dict:
-    return yaml.load(path.read_text(encoding="utf-8"), Loader=_CfnLoader)  # noqa: S506 - SafeLoader subclass
-
-
-def resources_of(template: dict, type_: str) -> dict[str, dict]:
-    return {name: r for name, r in template["Resources"].items() if r["Type"] == type_}
-
-
-def statements(document: dict) -> list[dict]:
-    found = document.get("Statement", [])
-    return found if isinstance(found, list) else [found]
-
-
-def as_list(value: Any) -> list:
-    return value if isinstance(value, list) else [value]
-
-
-def policy_documents(template: dict) -> Iterator[tuple[str, dict]]:
-    """Every IAM/resource policy document in a template, with where it comes from."""
-    for name, res in template["Resources"].items():
-        props = res.get("Properties", {})
-        if res["Type"] == "AWS::IAM::Role":
-            for policy in props.get("Policies", []):
-                yield f"{name}/{policy['PolicyName']}", policy["PolicyDocument"]
-        elif res["Type"] in ("AWS::IAM::ManagedPolicy", "AWS::IAM::Policy", "AWS::S3::BucketPolicy"):
-            yield name, props["PolicyDocument"]
-        elif res["Type"] == "AWS::Transfer::User":
-            policy = props["Policy"]["Fn::Sub"][0]
-            yield f"{name}/session", json.loads(policy)
+from partner_ingest.defs.tags import PARTNER_TAG
+from partner_ingest_tests.harness.deploy import (
+    CFN,
+    PG_ENV,
+    STATIC_TEMPLATES,
+    as_list,
+    entrypoint,
+    load_template,
+    policy_documents,
+    render_partners,
+    resources_of,
+    statements,
+)
+from partner_ingest_tests.harness.paths import DEPLOY, EXAMPLE_PARTNERS, REPO_ROOT
 
 
 @pytest.fixture(scope="module")
 def foundation() -> dict:
     return load_template(CFN / "foundation.yaml")
-
-
-@pytest.fixture(scope="module")
-def services() -> dict:
-    return load_template(CFN / "services.yaml")
-
-
-@pytest.fixture(scope="module")
-def rendered_partners(tmp_path_factory) -> Path:
-    """The partners stack rendered from the example partners.yaml and sftp-users.yaml."""
-    out = tmp_path_factory.mktemp("partners") / "partners-stack.yaml"
-    code = render_partners.main(["--partners", str(ROOT / "partners.example.yaml"),
-                                 "--sftp-users", str(DEPLOY / "sftp-users.example.yaml"), "-o", str(out)])
-    assert code == 0
-    return out
 
 
 @pytest.fixture(scope="module")
@@ -140,37 +46,6 @@ def partners_stack(rendered_partners: Path) -> dict:
 @pytest.fixture(scope="module")
 def all_templates(foundation, services, partners_stack) -> dict[str, dict]:
     return {"foundation": foundation, "services": services, "partners": partners_stack}
-
-
-# ---------------------------------------------------------------- linters
-
-def test_cfn_lint_is_clean_on_every_template(rendered_partners: Path):
-    result = subprocess.run([tool("cfn-lint"), *map(str, STATIC_TEMPLATES), str(rendered_partners)],
-                            capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, f"cfn-lint findings:\n{result.stdout}{result.stderr}"
-
-
-def test_checkov_is_clean_and_every_skip_has_a_reason(rendered_partners: Path):
-    files = [*STATIC_TEMPLATES, rendered_partners]
-    args = [tool("checkov"), "--framework", "cloudformation", "--skip-download", "-o", "json"]
-    for path in files:
-        args += ["-f", str(path)]
-    result = subprocess.run(args, capture_output=True, text=True, timeout=300,
-                            env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "LOG_LEVEL": "ERROR"})
-    report = json.loads(result.stdout)
-    reports = report if isinstance(report, list) else [report]
-    failed, skipped, passed = [], [], 0
-    for rep in reports:
-        assert rep["summary"]["parsing_errors"] == 0, rep["summary"]
-        failed += rep["results"]["failed_checks"]
-        skipped += rep["results"]["skipped_checks"]
-        passed += rep["summary"]["passed"]
-    assert not failed, "checkov failures:\n" + "\n".join(
-        f"{c['check_id']} {c['resource']} ({c['file_path']}): {c['check_name']}" for c in failed)
-    assert passed > 100
-    for check in skipped:
-        reason = check.get("check_result", {}).get("suppress_comment", "")
-        assert len(reason.strip()) > 20, f"{check['check_id']} skipped without a reason"
 
 
 @pytest.mark.parametrize("path", STATIC_TEMPLATES, ids=lambda p: p.name)
@@ -222,7 +97,7 @@ def test_transfer_server_is_internal_sftp_with_a_current_security_policy(foundat
 def test_transfer_users_are_logical_and_scoped_to_their_partner_prefix(partners_stack):
     from partner_ingest.config import load_config
 
-    partners = {p.name: p for p in load_config(ROOT / "partners.example.yaml").partners}
+    partners = {p.name: p for p in load_config(EXAMPLE_PARTNERS).partners}
     wanted = yaml.safe_load((DEPLOY / "sftp-users.example.yaml").read_text())["users"]
     users = resources_of(partners_stack, "AWS::Transfer::User")
     assert len(users) == len(wanted)
@@ -287,7 +162,7 @@ def test_no_ingress_from_the_internet(all_templates):
 def test_internet_egress_is_only_https_and_partner_sftp_ports(all_templates):
     from partner_ingest.config import load_config
 
-    partner_ports = {p.port for p in load_config(ROOT / "partners.example.yaml").partners}
+    partner_ports = {p.port for p in load_config(EXAMPLE_PARTNERS).partners}
     for stack, template in all_templates.items():
         rules = [(n, r) for n, res in template["Resources"].items() if res["Type"] == "AWS::EC2::SecurityGroup"
                  for r in res["Properties"].get("SecurityGroupEgress", [])]
@@ -425,7 +300,7 @@ def test_run_task_definition_matches_the_launcher_config(services):
     assert run_td["TaskRoleArn"] == {"Fn::GetAtt": ["RunTaskRole", "Arn"]}
     assert run_td["ExecutionRoleArn"] == {"Fn::GetAtt": ["RunExecutionRole", "Arn"]}
     assert launcher["secrets_tag"] is None and launcher["use_current_ecs_task_config"] is False
-    assert launcher["propagate_tags"]["allow_list"] == ["partner"]
+    assert launcher["propagate_tags"]["allow_list"] == [PARTNER_TAG]
 
 
 # ---------------------------------------------------------------- image
@@ -438,7 +313,7 @@ def test_image_is_slim_non_root_hash_pinned_with_a_health_check():
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M):
         for path in source.split():
             if not path.startswith("$"):
-                assert (ROOT / path).exists(), f"Dockerfile copies missing {path}"
+                assert (REPO_ROOT / path).exists(), f"Dockerfile copies missing {path}"
     allowed = [line[1:].rstrip("/") for line in (DEPLOY / "Dockerfile.dockerignore").read_text().splitlines()
                if line.startswith("!")]
     for source in re.findall(r"^COPY (?!--from)(.+) \S+$", dockerfile, re.M):
@@ -448,7 +323,7 @@ def test_image_is_slim_non_root_hash_pinned_with_a_health_check():
 
 
 def test_requirements_lock_pins_every_project_dependency_with_hashes():
-    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    project = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
     lock = (DEPLOY / "requirements.lock").read_text()
     pins = dict(re.findall(r"^([a-z0-9_.-]+)==(\S+) \\$", lock, re.M))
     assert pins and all(f"{name}=={version} \\\n    --hash=sha256:" in lock for name, version in pins.items())
@@ -508,14 +383,10 @@ def test_render_partners_is_deterministic_and_grants_existing_secret_arns(tmp_pa
 def _example_partners():
     from partner_ingest.config import load_config
 
-    return load_config(ROOT / "partners.example.yaml")
+    return load_config(EXAMPLE_PARTNERS)
 
 
 # ---------------------------------------------------------------- Dagster: config validation and a real launch
-
-PG_ENV = {"DAGSTER_PG_HOST": "db.internal", "DAGSTER_PG_PORT": "5432", "DAGSTER_PG_DB": "dagster",
-          "DAGSTER_PG_USERNAME": "dagster", "DAGSTER_PG_PASSWORD": "not-a-real-password"}
-
 
 def test_aws_dagster_yaml_passes_dagsters_config_validation(tmp_path, monkeypatch):
     from dagster import DagsterInstance, Shape
@@ -540,7 +411,7 @@ def test_aws_dagster_yaml_passes_dagsters_config_validation(tmp_path, monkeypatc
     assert config["run_retries"]["enabled"] and config["run_retries"]["max_retries"] >= 1
     # Dagster refuses run limits under run_coordinator once `concurrency` is set: they live there.
     runs = config["concurrency"]["runs"]
-    assert {"key": "partner", "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in \
+    assert {"key": PARTNER_TAG, "value": {"applyLimitPerUniqueValue": True}, "limit": 1} in \
         runs["tag_concurrency_limits"]
     assert runs["max_concurrent_runs"] > 1
     # Every run of a partner's asset, tagged or not, is bound by its pool: one step at a time.
@@ -567,136 +438,3 @@ def test_aws_dagster_yaml_passes_dagsters_config_validation(tmp_path, monkeypatc
     assert resolved.success
     grpc = resolved.value["load_from"][0]["grpc_server"]
     assert grpc == {"host": "code-server.partner-ingest.internal", "port": 4000, "location_name": "partner_ingest"}
-
-
-TINY_JOB = '''
-import dagster as dg
-
-
-@dg.op
-def hello():
-    return 1
-
-
-@dg.job
-def tiny():
-    hello()
-
-
-defs = dg.Definitions(jobs=[tiny])
-'''
-
-
-def _resolve(value: Any, refs: dict[str, Any]) -> Any:
-    """Resolve the intrinsics the run task definition uses, with test values for every reference."""
-    if isinstance(value, list):
-        return [_resolve(v, refs) for v in value]
-    if not isinstance(value, dict):
-        return value
-    if set(value) == {"Ref"}:
-        return refs[value["Ref"]]
-    if set(value) == {"Fn::GetAtt"}:
-        return refs[".".join(value["Fn::GetAtt"])]
-    if set(value) == {"Fn::ImportValue"}:
-        return refs[_resolve(value["Fn::ImportValue"], refs)]
-    if set(value) == {"Fn::Join"}:
-        sep, items = value["Fn::Join"]
-        return sep.join(_resolve(items, refs))
-    if set(value) == {"Fn::Sub"}:
-        text, local = (value["Fn::Sub"], {}) if isinstance(value["Fn::Sub"], str) else value["Fn::Sub"]
-        scope = {**refs, **{k: _resolve(v, refs) for k, v in local.items()}}
-        return re.sub(r"\$\{([^}]+)\}", lambda m: str(scope[m.group(1)]), text)
-    return {k: _resolve(v, refs) for k, v in value.items()}
-
-
-def _camel(value: Any, *, keep_keys: bool = False) -> Any:
-    """CloudFormation property names (PascalCase) to ECS API names (camelCase); log driver options stay."""
-    if isinstance(value, list):
-        return [_camel(v) for v in value]
-    if not isinstance(value, dict):
-        return value
-    return {(k if keep_keys else k[:1].lower() + k[1:]): _camel(v, keep_keys=(k == "Options"))
-            for k, v in value.items()}
-
-
-def test_ecs_run_launcher_from_the_aws_dagster_yaml_starts_the_run_on_moto_ecs(moto, services, tmp_path, monkeypatch):
-    from dagster import DagsterInstance
-    from dagster._core.test_utils import create_run_for_test, in_process_test_workspace
-    from dagster._core.types.loadable_target_origin import LoadableTargetOrigin
-    from dagster._grpc.types import ExecuteRunArgs
-    from dagster._serdes import deserialize_value
-
-    ecs, ec2, iam, logs = (boto3.client(s) for s in ("ecs", "ec2", "iam", "logs"))
-    vpc = ec2.describe_vpcs(Filters=[{"Name": "isDefault", "Values": ["true"]}])["Vpcs"][0]["VpcId"]
-    subnets = [s["SubnetId"] for s in
-               ec2.describe_subnets(Filters=[{"Name": "vpc-id", "Values": [vpc]}])["Subnets"]][:2]
-    run_sg = ec2.create_security_group(GroupName=f"runs-{tmp_path.name}", Description="runs", VpcId=vpc)["GroupId"]
-    cluster = ecs.create_cluster(clusterName="partner-ingest-test")["cluster"]
-    trust = json.dumps({"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "sts:AssumeRole",
-                                                                "Principal": {"Service": "ecs-tasks.amazonaws.com"}}]})
-    roles = {name: iam.create_role(RoleName=f"{name}-{tmp_path.name}"[:64],
-                                   AssumeRolePolicyDocument=trust)["Role"]["Arn"]
-             for name in ("RunTaskRole", "RunExecutionRole")}
-    logs.create_log_group(logGroupName=f"/ecs/partner-ingest-test-{tmp_path.name}")
-    image = "123456789012.dkr.ecr.us-east-1.amazonaws.com/partner-ingest:test"
-    db_secret = "arn:aws:secretsmanager:us-east-1:123456789012:secret:rds!db-0123-AbCdEf"
-
-    # Register the stack's own run task definition, intrinsics resolved with this account's values.
-    refs = {"AWS::StackName": "partner-ingest-services", "AWS::Region": "us-east-1", "ImageUri": image,
-            "FoundationStack": "partner-ingest-foundation", "CloudMapNamespace": "partner-ingest.internal",
-            "RunTaskRole.Arn": roles["RunTaskRole"], "RunExecutionRole.Arn": roles["RunExecutionRole"],
-            "LogGroup": f"/ecs/partner-ingest-test-{tmp_path.name}", "Cluster": cluster["clusterName"],
-            "Database.Endpoint.Address": PG_ENV["DAGSTER_PG_HOST"], "Database.Endpoint.Port": "5432",
-            "Database.MasterUserSecret.SecretArn": db_secret, "RunSecurityGroup": run_sg,
-            "partner-ingest-foundation-PrivateSubnetA": subnets[0],
-            "partner-ingest-foundation-PrivateSubnetB": subnets[1],
-            "partner-ingest-foundation-LandingBucketName": "landing-test"}
-    run_td = _camel(_resolve(services["Resources"]["RunTaskDefinition"]["Properties"], refs))
-    registered = ecs.register_task_definition(**run_td)["taskDefinition"]
-    container_env = {e["name"]: e["value"] for e in registered["containerDefinitions"][0]["environment"]}
-
-    # The daemon's environment, as the services stack sets it; storage swapped to SQLite for the test.
-    env = {**PG_ENV, **container_env, "DAGSTER_RUN_TASK_DEFINITION": registered["taskDefinitionArn"]}
-    for key, value in env.items():
-        monkeypatch.setenv(key, value)
-    instance_config = yaml.safe_load(entrypoint.render((DEPLOY / "dagster.yaml").read_text(), os.environ))
-    instance_config["storage"] = {"sqlite": {"base_dir": str(tmp_path / "storage")}}
-    home = tmp_path / "home"
-    home.mkdir()
-    (home / "dagster.yaml").write_text(yaml.safe_dump(instance_config))
-    (tmp_path / "tiny.py").write_text(TINY_JOB)
-
-    with DagsterInstance.from_config(str(home)) as instance:
-        assert type(instance.run_launcher).__name__ == "EcsRunLauncher"
-        origin = LoadableTargetOrigin(python_file=str(tmp_path / "tiny.py"), attribute="defs")
-        with in_process_test_workspace(instance, origin, container_image=image) as workspace:
-            location = workspace.get_code_location(workspace.code_location_names[0])
-            remote_job = next(iter(location.get_repositories().values())).get_full_job("tiny")
-            run = create_run_for_test(instance, job_name="tiny", tags={"partner": "acme"},
-                                      remote_job_origin=remote_job.get_remote_origin(),
-                                      job_code_origin=remote_job.get_python_origin())
-            instance.launch_run(run.run_id, workspace)
-        run_tags = instance.get_run_by_id(run.run_id).tags
-
-    task_arns = ecs.list_tasks(cluster=cluster["clusterName"])["taskArns"]
-    assert len(task_arns) == 1
-    task = ecs.describe_tasks(cluster=cluster["clusterName"], tasks=task_arns, include=["TAGS"])["tasks"][0]
-    assert task["clusterArn"] == cluster["clusterArn"] and task["launchType"] == "FARGATE"
-    assert task["taskDefinitionArn"] == registered["taskDefinitionArn"]
-    override = task["overrides"]["containerOverrides"][0]
-    assert override["name"] == "run" and override["command"][:3] == ["dagster", "api", "execute_run"]
-    args = deserialize_value(override["command"][3], ExecuteRunArgs)
-    assert args.run_id == run.run_id and args.job_origin.job_name == "tiny"
-    assert len(json.dumps(task["overrides"])) < 8192  # ECS's limit on RunTask overrides
-    assert (task["overrides"]["cpu"], task["overrides"]["memory"]) == ("1024", "2048")
-    definition = ecs.describe_task_definition(taskDefinition=task["taskDefinitionArn"])["taskDefinition"]
-    assert definition["taskRoleArn"] == roles["RunTaskRole"]
-    assert definition["executionRoleArn"] == roles["RunExecutionRole"]
-    assert definition["containerDefinitions"][0]["secrets"] == [
-        {"name": "DAGSTER_PG_PASSWORD", "valueFrom": f"{db_secret}:password::"}]
-    assert container_env["PARTNER_INGEST_BUCKET"] == "landing-test"
-    tags = {t["key"]: t["value"] for t in task["tags"]}
-    assert tags["partner"] == "acme" and tags["dagster/run_id"] == run.run_id and tags["app"] == "partner-ingest"
-    eni = {d["name"]: d["value"] for d in task["attachments"][0]["details"]}
-    assert eni["subnetId"] in subnets
-    assert run_tags["ecs/task_arn"] == task["taskArn"] and run_tags["ecs/cluster"] == cluster["clusterArn"]

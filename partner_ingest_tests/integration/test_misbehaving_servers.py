@@ -10,28 +10,12 @@ import os
 import pytest
 from dagster import instance_for_test
 
-from partner_ingest.defs.assets import files_asset_key
-from partner_ingest_tests.dagster_helpers import land
+from partner_ingest.defs.tags import DATA_VERSION_TAG
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.files import KiB, MiB
 from partner_ingest_tests.harness.misbehaving_sftp import Misbehaviour
-from partner_ingest_tests.sensor_helpers import SensorDriver
-
-KIB = 1024
-MIB = 1024 * KIB
-
-
-def _failure(result) -> str:
-    failures = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"]
-    assert failures, "the run was expected to fail"
-    return failures[0].event_specific_data.error.message
-
-
-def _keys(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_object_versions(Bucket=bucket).get("Versions", [])]
-
-
-def _materialization(instance, rig, key):
-    records = instance.fetch_materializations(files_asset_key(rig.partner), limit=10).records
-    return next(r.asset_materialization for r in records if r.partition_key == key)
+from partner_ingest_tests.harness.results import failure_text, latest_materialization, version_keys
+from partner_ingest_tests.harness.sensor_helpers import SensorDriver
 
 
 @pytest.mark.parametrize(("misbehaviour", "says"), [
@@ -39,20 +23,20 @@ def _materialization(instance, rig, key):
     (Misbehaviour(size_delta=-100), "more bytes than the size its server reported"),
     (Misbehaviour(size_delta=+100), "shrank while it was read"),
     (Misbehaviour(long_reads=10), "protocol error"),
-    (Misbehaviour(long_reads=10, read_cap=32 * KIB), "protocol error"),
+    (Misbehaviour(long_reads=10, read_cap=32 * KiB), "protocol error"),
 ], ids=["no-size", "under-reported-size", "over-reported-size", "long-replies", "long-replies-capped"])
 def test_a_lying_server_lands_nothing_and_keeps_the_original(misbehaving_partner, s3, misbehaviour, says):
     rig = misbehaving_partner(misbehaviour, after_landing="delete")
-    data = os.urandom(3 * MIB + 17)
+    data = os.urandom(3 * MiB + 17)
     path = rig.write("report.csv", data)
     result, _, _ = land(rig.partner, rig.landing.bucket, ["report.csv"])
     assert not result.success
-    message = _failure(result)
+    message = failure_text(result)
     assert says in message
     assert rig.partner.name in message and "/report.csv" in message and "What to do" in message
-    assert _keys(s3, rig.landing.bucket) == []          # no wrong object, not even an old version
+    assert version_keys(s3, rig.landing.bucket) == []  # no wrong object, not even an old version
     assert not s3.list_multipart_uploads(Bucket=rig.landing.bucket).get("Uploads")
-    assert path.read_bytes() == data                    # the original is still on the partner's server
+    assert path.read_bytes() == data  # the original is still on the partner's server
 
 
 def test_a_small_file_from_a_server_that_under_reports_its_size_is_refused(misbehaving_partner, s3):
@@ -60,16 +44,16 @@ def test_a_small_file_from_a_server_that_under_reports_its_size_is_refused(misbe
     rig = misbehaving_partner(Misbehaviour(size_delta=-1), after_landing="delete")
     path = rig.write("tiny.txt", b"0123456789")
     result, _, _ = land(rig.partner, rig.landing.bucket, ["tiny.txt"])
-    assert not result.success and "more bytes than the size" in _failure(result)
-    assert _keys(s3, rig.landing.bucket) == [] and path.exists()
+    assert not result.success and "more bytes than the size" in failure_text(result)
+    assert version_keys(s3, rig.landing.bucket) == [] and path.exists()
 
 
-@pytest.mark.parametrize("misbehaviour", [Misbehaviour(short_reads=True), Misbehaviour(read_cap=32 * KIB),
-                                          Misbehaviour(read_cap=64 * KIB, short_reads=True)],
+@pytest.mark.parametrize("misbehaviour", [Misbehaviour(short_reads=True), Misbehaviour(read_cap=32 * KiB),
+                                          Misbehaviour(read_cap=64 * KiB, short_reads=True)],
                          ids=["short-replies", "capped-32k", "capped-64k-and-short"])
 def test_short_and_capped_replies_land_byte_exact(misbehaving_partner, s3, misbehaviour):
     rig = misbehaving_partner(misbehaviour)
-    sizes = {"small.bin": 300 * KIB + 3, "multipart.bin": 20 * MIB + 5}
+    sizes = {"small.bin": 300 * KiB + 3, "multipart.bin": 20 * MiB + 5}
     data = {name: os.urandom(size) for name, size in sizes.items()}
     for name, content in data.items():
         rig.write(name, content)
@@ -78,41 +62,41 @@ def test_short_and_capped_replies_land_byte_exact(misbehaving_partner, s3, misbe
     for name, content in data.items():
         body = s3.get_object(Bucket=rig.landing.bucket, Key=f"partners/{rig.partner.name}/{name}")["Body"].read()
         assert hashlib.sha256(body).hexdigest() == hashlib.sha256(content).hexdigest()
-        meta = _materialization(instance, rig, name).metadata
+        meta = latest_materialization(instance, rig.partner, name).metadata
         assert meta["sha256"].value == hashlib.sha256(content).hexdigest()
 
 
 def test_a_read_cap_is_learned_from_the_first_short_reply(misbehaving_partner, s3):
     """A 32 KiB cap costs about one request per 32 KiB, not one round trip per piece of every 255 KiB ask."""
-    rig = misbehaving_partner(Misbehaviour(read_cap=32 * KIB))
-    size = 16 * MIB - 1
+    rig = misbehaving_partner(Misbehaviour(read_cap=32 * KiB))
+    size = 16 * MiB - 1
     rig.write("big.bin", os.urandom(size))
     rig.counters.reset()
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["big.bin"])
     assert result.success
     counters = rig.counters.snapshot()
     reads = counters["reads"]
-    ideal = -(-size // (32 * KIB))
+    ideal = -(-size // (32 * KiB))
     # Only the requests in flight when the cap first shows are answered short (the reader before this
     # change kept asking 255 KiB and completing each answer piece by piece: 449 short answers here).
     assert counters["short_answers"] <= 34, counters
     # The requests already in flight when the cap shows (32 of 255 KiB) each need 7 follow-ups; after that
     # every request is answered in full. Without learning it would be 8 requests per 255 KiB, in series.
     assert reads <= ideal + 32 + 2, (reads, ideal)
-    assert _materialization(instance, rig, "big.bin").metadata["read_chunk_size"].value == 32 * KIB
+    assert latest_materialization(instance, rig.partner, "big.bin").metadata["read_chunk_size"].value == 32 * KiB
 
 
 def test_a_read_cap_offered_by_limits_extension_is_used_from_the_first_request(misbehaving_partner, s3):
-    rig = misbehaving_partner(Misbehaviour(read_cap=64 * KIB, limits=True))
-    size = 4 * MIB + 1
+    rig = misbehaving_partner(Misbehaviour(read_cap=64 * KiB, limits=True))
+    size = 4 * MiB + 1
     rig.write("f.bin", os.urandom(size))
     rig.counters.reset()
     result, instance, _ = land(rig.partner, rig.landing.bucket, ["f.bin"])
     assert result.success
     counters = rig.counters.snapshot()
-    assert counters["max_read_requested"] <= 64 * KIB
+    assert counters["max_read_requested"] <= 64 * KiB
     assert counters["short_answers"] == 0
-    assert _materialization(instance, rig, "f.bin").metadata["read_chunk_size"].value == 64 * KIB
+    assert latest_materialization(instance, rig.partner, "f.bin").metadata["read_chunk_size"].value == 64 * KiB
 
 
 def test_a_file_swapped_for_a_symlink_after_the_listing_is_refused(misbehaving_partner, s3):
@@ -122,9 +106,9 @@ def test_a_file_swapped_for_a_symlink_after_the_listing_is_refused(misbehaving_p
     rig.replace_with_symlink("data.csv", "secret.txt")
     result, _, _ = land(rig.partner, rig.landing.bucket, ["data.csv"])
     assert not result.success
-    message = _failure(result)
+    message = failure_text(result)
     assert "symbolic link" in message and "/data.csv" in message and "What to do" in message
-    assert _keys(s3, rig.landing.bucket) == []
+    assert version_keys(s3, rig.landing.bucket) == []
     assert os.path.islink(path) and (rig.tree / "secret.txt").exists()
 
 
@@ -137,7 +121,7 @@ def test_no_mtime_gives_a_content_identity_and_same_size_rewrites_are_landed(mis
         tick = driver.tick()
         assert len(tick.run_requests) == 1
         assert all(r.success for r in driver.launch(tick.run_requests))
-        version = _materialization(instance, rig, "ledger.csv").tags["dagster/data_version"]
+        version = latest_materialization(instance, rig.partner, "ledger.csv").tags[DATA_VERSION_TAG]
         assert version.startswith(f"{len(first)}-nomtime-")
         assert version.endswith(hashlib.sha256(first).hexdigest()[:16])
         assert driver.tick().run_requests == []      # same bytes: landed, nothing asked again

@@ -15,7 +15,9 @@ from pathlib import Path
 import boto3
 import pytest
 
+from partner_ingest.demo.object_store import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY
 from partner_ingest.ingest.partition_keys import encode_partition_key
+from partner_ingest.s3.upload import SHA256_TAG
 from partner_ingest_tests.harness.processes import free_port, stop_process
 
 ASSET_PATH = ["partners", "demo", "files"]
@@ -76,8 +78,8 @@ def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
     assert "password" not in json.dumps(endpoints).lower()
     key = encode_partition_key("reports/Q3 résumé, final.csv")
     # The demo partner's sensor runs by default: its first tick registers the sample files as partitions.
-    _wait(lambda: key in _graphql(port, """{ assetNodeOrError(assetKey: {path: ["partners", "demo", "files"]}) {
-                                             ... on AssetNode { partitionKeys } } }""")
+    _wait(lambda: key in _graphql(port, """query($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) {
+                                             ... on AssetNode { partitionKeys } } }""", {"path": ASSET_PATH})
           ["data"]["assetNodeOrError"]["partitionKeys"], 180, "the sensor to register the demo files", proc, log)
     launched = _graphql(port, """
         mutation($params: LaunchBackfillParams!) {
@@ -89,11 +91,11 @@ def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
         }""", {"params": {"partitionNames": [key], "assetSelection": [{"path": ASSET_PATH}]}})
     assert launched["data"]["launchPartitionBackfill"]["__typename"] == "LaunchBackfillSuccess", launched
 
-    s3 = boto3.client("s3", endpoint_url=endpoints["aws_endpoint_url"], region_name="us-east-1",
-                      aws_access_key_id="demo", aws_secret_access_key="demo")
+    s3 = boto3.client("s3", endpoint_url=endpoints["aws_endpoint_url"], region_name=DEMO_REGION,
+                      aws_access_key_id=DEMO_ACCESS_KEY_ID, aws_secret_access_key=DEMO_SECRET_ACCESS_KEY)
     object_key = "partners/demo/reports/Q3 résumé, final.csv"
     head = _wait(lambda: s3.head_object(Bucket=endpoints["bucket"], Key=object_key), 180,
                  "the demo file to land in the embedded bucket", proc, log)
     assert head["ContentLength"] > 0
     tags = s3.get_object_tagging(Bucket=endpoints["bucket"], Key=object_key)["TagSet"]
-    assert any(t["Key"] == "sha256" and len(t["Value"]) == 64 for t in tags)
+    assert any(t["Key"] == SHA256_TAG and len(t["Value"]) == 64 for t in tags)

@@ -16,7 +16,8 @@ from partner_ingest.defs.code_location import build_definitions
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import SftpResource, default_resources
 from partner_ingest.ingest.partition_keys import encode_partition_key
-from partner_ingest_tests.dagster_helpers import land
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.results import object_keys
 
 NOWHERE = "http://127.0.0.1:1"
 
@@ -44,10 +45,6 @@ ATTEMPTS = [
 ]
 
 
-def _objects(s3, bucket: str) -> list[str]:
-    return [o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", [])]
-
-
 def test_a_run_config_redirecting_s3_is_rejected_before_anything_runs(make_partner, s3):
     rig = make_partner()
     rig.write("in/report.csv", b"quarterly numbers\n")
@@ -60,7 +57,7 @@ def test_a_run_config_redirecting_s3_is_rejected_before_anything_runs(make_partn
         materialize([asset], instance=instance, resources=default_resources(), partition_key=key,
                     run_config={"resources": {"s3": {"config": {"endpoint_url": NOWHERE}}}}, raise_on_error=False)
 
-    assert _objects(s3, rig.landing.bucket) == []
+    assert object_keys(s3, rig.landing.bucket) == []
     assert instance.get_runs() == []  # rejected before a run was even created
     assert instance.get_latest_materialization_event(asset.key) is None
 
@@ -103,7 +100,7 @@ def test_a_secrets_section_in_run_config_is_rejected_or_reaches_nothing(make_par
     result = job.execute_in_process(run_config=aimed_elsewhere, instance=instance, partition_key=key,
                                     raise_on_error=False)
     assert result.success
-    assert _objects(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/report.csv"]
+    assert object_keys(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/report.csv"]
 
 
 def test_an_honest_run_still_lands_through_the_environments_endpoints(make_partner, s3):
@@ -113,8 +110,8 @@ def test_an_honest_run_still_lands_through_the_environments_endpoints(make_partn
     assert os.environ["AWS_ENDPOINT_URL"]  # the moto fixture: boto3's standard resolution finds it
     result, _, _ = land(rig.partner, rig.landing.bucket, ["a/one.csv", "a/two.csv"])
     assert result.success
-    assert sorted(_objects(s3, rig.landing.bucket)) == [f"partners/{rig.partner.name}/a/one.csv",
-                                                        f"partners/{rig.partner.name}/a/two.csv"]
+    assert sorted(object_keys(s3, rig.landing.bucket)) == [f"partners/{rig.partner.name}/a/one.csv",
+                                                            f"partners/{rig.partner.name}/a/two.csv"]
 
 
 def test_code_can_still_choose_sftp_settings_that_run_config_cannot(make_partner, s3):
@@ -126,4 +123,4 @@ def test_code_can_still_choose_sftp_settings_that_run_config_cannot(make_partner
     assert sftp.settings().connect_timeout == 3.0 and sftp.reconnect_attempts == 0
     result, _, _ = land(rig.partner, rig.landing.bucket, ["x.csv"], resources={**default_resources(), "sftp": sftp})
     assert result.success
-    assert _objects(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/x.csv"]
+    assert object_keys(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/x.csv"]

@@ -6,27 +6,23 @@ from collections.abc import Sequence
 
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
-from partner_ingest.config import PartnerConfig
+from partner_ingest.config import LandingConfig, PartnerConfig
 from partner_ingest.defs.assets import build_files_asset
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import default_resources
+from partner_ingest.defs.tags import RANGE_END_TAG, RANGE_START_TAG
 from partner_ingest.ingest.partition_keys import encode_partition_key
-
-RANGE_START = "dagster/asset_partition_range_start"
-RANGE_END = "dagster/asset_partition_range_end"
 
 
 def land(partner: PartnerConfig, bucket: str, relative_paths: Sequence[str],
          instance: DagsterInstance | None = None, resources: dict | None = None,
          ) -> tuple[ExecuteInProcessResult, DagsterInstance, list[str]]:
     """Register the files as partitions and materialize them in one ranged run."""
-    from partner_ingest.config import LandingConfig
-
     instance = instance or DagsterInstance.ephemeral()
     keys = [encode_partition_key(p) for p in relative_paths]
     instance.add_dynamic_partitions(partitions_name(partner), keys)
     asset = build_files_asset(partner, LandingConfig(bucket=bucket))
-    tags = {RANGE_START: keys[0], RANGE_END: keys[-1]} if len(keys) > 1 else {}
+    tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]} if len(keys) > 1 else {}
     result = materialize([asset], instance=instance, resources=resources or default_resources(),
                          partition_key=keys[0] if len(keys) == 1 else None, tags=tags, raise_on_error=False)
     return result, instance, keys

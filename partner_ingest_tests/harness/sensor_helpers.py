@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from dagster import AssetKey, DagsterInstance, DeleteDynamicPartitionsRequest, build_sensor_context, materialize
+from dagster import DagsterInstance, DeleteDynamicPartitionsRequest, build_sensor_context, materialize
 
 from partner_ingest.config import IngestConfig
+from partner_ingest.defs.asset_keys import files_asset_key
 from partner_ingest.defs.code_location import build_definitions
+from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.defs.sensors import sensor_name
+from partner_ingest.defs.tags import RANGE_END_TAG, RANGE_START_TAG
 
 
 @dataclass
@@ -23,7 +26,7 @@ class SensorDriver:
         self.defs = build_definitions(self.config)
         self.partner = self.config.partners[0]
         self.sensor = self.defs.resolve_sensor_def(sensor_name(self.partner))
-        self.asset = self.defs.resolve_assets_def(AssetKey(["partners", self.partner.name, "files"]))
+        self.asset = self.defs.resolve_assets_def(files_asset_key(self.partner))
 
     def tick(self, *, advance_cursor: bool = True, apply_partitions: bool = True):
         with build_sensor_context(instance=self.instance, instance_ref=self.instance.get_ref(),
@@ -54,7 +57,7 @@ class SensorDriver:
     def keys_of(self, request) -> list[str]:
         if request.partition_key:
             return [request.partition_key]
-        start = request.tags["dagster/asset_partition_range_start"]
-        end = request.tags["dagster/asset_partition_range_end"]
-        keys = self.instance.get_dynamic_partitions(f"{self.partner.name}_files")
+        start = request.tags[RANGE_START_TAG]
+        end = request.tags[RANGE_END_TAG]
+        keys = self.instance.get_dynamic_partitions(partitions_name(self.partner))
         return list(keys[keys.index(start): keys.index(end) + 1])

@@ -11,13 +11,9 @@ launcher and a gRPC code server, runs launched through the UI's GraphQL mutation
 
 from __future__ import annotations
 
-import contextlib
-import select
-import socket
 import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
@@ -29,89 +25,25 @@ from dagster_graphql.client.query import LAUNCH_PIPELINE_EXECUTION_MUTATION
 from dagster_graphql.test.utils import execute_dagster_graphql, infer_job_selector
 
 from partner_ingest.config import CONFIG_ENV
-from partner_ingest.defs.assets import build_files_asset, files_asset_key
+from partner_ingest.defs.asset_keys import files_asset_key
+from partner_ingest.defs.assets import build_files_asset
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.pools import partner_pool
 from partner_ingest.defs.resources import default_resources
-from partner_ingest.demo.runner import write_dagster_yaml
+from partner_ingest.defs.tags import PARTNER_TAG
 from partner_ingest.ingest.partition_keys import encode_partition_key
+from partner_ingest_tests.harness.deploy import deploy_pools
+from partner_ingest_tests.harness.fault_proxy import FaultProxy
+from partner_ingest_tests.harness.paths import REPO_ROOT
+from partner_ingest_tests.harness.results import object_keys
 
-ROOT = Path(__file__).resolve().parents[1]
-DEPLOY_YAML = ROOT / "deploy" / "ecs" / "dagster.yaml"
 WAIT = 120  # seconds: the bound on every wait below
 
 
-class HeldRelay:
-    """A TCP relay on 127.0.0.1 to ``target_port``; each connection waits until ``release()``."""
-
-    def __init__(self, target_port: int) -> None:
-        self._target = target_port
-        self._released = threading.Event()
-        self._stop = threading.Event()
-        self._sockets: list[socket.socket] = []
-        self.held = 0
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self._listener.settimeout(0.2)
-        self.port = self._listener.getsockname()[1]
-        self._acceptor = threading.Thread(target=self._accept, daemon=True)
-        self._acceptor.start()
-
-    def release(self) -> None:
-        self._released.set()
-
-    def _accept(self) -> None:
-        while not self._stop.is_set():
-            try:
-                client, _ = self._listener.accept()
-            except TimeoutError:
-                continue
-            except OSError:
-                return
-            self._sockets.append(client)
-            threading.Thread(target=self._serve, args=(client,), daemon=True).start()
-
-    def _serve(self, client: socket.socket) -> None:
-        if not self._released.is_set():
-            self.held += 1
-        if not self._released.wait(timeout=WAIT) or self._stop.is_set():
-            client.close()
-            return
-        try:
-            server = socket.create_connection(("127.0.0.1", self._target), timeout=10)
-        except OSError:
-            client.close()
-            return
-        self._sockets.append(server)
-        with client, server:
-            while not self._stop.is_set():
-                readable, _, _ = select.select([client, server], [], [], 0.2)
-                for sock in readable:
-                    try:
-                        data = sock.recv(65536)
-                        if not data:
-                            return
-                        (server if sock is client else client).sendall(data)
-                    except OSError:
-                        return
-
-    def close(self) -> None:
-        self._stop.set()
-        self._released.set()
-        for sock in [self._listener, *self._sockets]:
-            with contextlib.suppress(OSError):
-                sock.close()
-        self._acceptor.join(timeout=5)
-
-
-def deploy_pools() -> dict:
-    """The pool settings the AWS instance runs with; the tests run Dagster with exactly these."""
-    return yaml.safe_load(DEPLOY_YAML.read_text())["concurrency"]["pools"]
-
-
 @pytest.fixture
-def held_aws(moto, monkeypatch) -> Iterator[HeldRelay]:
+def held_aws(moto, monkeypatch) -> Iterator[FaultProxy]:
     """AWS_ENDPOINT_URL through a relay that holds connections (boto3 waits 60 s for a reply)."""
-    relay = HeldRelay(moto.port)
+    relay = FaultProxy(moto.port, hold=True, hold_timeout=WAIT)
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{relay.port}")
     try:
         yield relay
@@ -144,21 +76,11 @@ def _step_window(instance: DagsterInstance, run_id: str) -> tuple[float, float]:
     return times[DagsterEventType.STEP_START], end
 
 
-def _objects(s3, bucket: str) -> list[str]:
-    return sorted(o["Key"] for o in s3.list_objects_v2(Bucket=bucket).get("Contents", []))
-
-
 def test_the_partner_asset_is_in_the_partners_pool(make_partner):
     partner = make_partner().partner
     asset = build_files_asset(partner, make_partner().landing)
     assert partner_pool(partner) == f"partner_{partner.name}"
     assert {node.pool for node in asset.node_def.iterate_op_defs()} == {partner_pool(partner)}
-
-
-def test_demo_and_aws_instances_limit_every_pool_to_one_step(tmp_path):
-    assert deploy_pools() == {"default_limit": 1, "granularity": "op"}
-    demo = yaml.safe_load(write_dagster_yaml(tmp_path).read_text())
-    assert demo["concurrency"]["pools"] == deploy_pools()
 
 
 def _launch_from_the_ui(context, key: str, partition: str, tags: dict[str, str]) -> str:
@@ -188,19 +110,19 @@ def test_a_ui_run_without_the_partner_tag_stays_queued_while_the_partners_run_ho
     }
     daemon = QueuedRunCoordinatorDaemon(interval_seconds=1)
     with instance_for_test(overrides=overrides) as instance, create_test_daemon_workspace_context(
-            ModuleTarget(module_name="partner_ingest.definitions", attribute=None, working_directory=str(ROOT),
+            ModuleTarget(module_name="partner_ingest.definitions", attribute=None, working_directory=str(REPO_ROOT),
                          location_name="partner_ingest"), instance) as workspace:
         instance.add_dynamic_partitions(partitions_name(rig.partner), [first, second])
         context = workspace.create_request_context()
         key = files_asset_key(rig.partner)
 
         try:
-            run_a = _launch_from_the_ui(context, key, first, tags={"partner": rig.partner.name})
+            run_a = _launch_from_the_ui(context, key, first, tags={PARTNER_TAG: rig.partner.name})
             list(daemon.run_iteration(workspace))
             _wait_for(lambda: held_aws.held > 0, "run A to be held inside its step")
 
             run_b = _launch_from_the_ui(context, key, second, tags={})
-            assert "partner" not in instance.get_run_by_id(run_b).tags
+            assert PARTNER_TAG not in instance.get_run_by_id(run_b).tags
             for _ in range(3):
                 list(daemon.run_iteration(workspace))
                 time.sleep(1)
@@ -220,8 +142,8 @@ def test_a_ui_run_without_the_partner_tag_stays_queued_while_the_partners_run_ho
         assert instance.get_run_by_id(run_a).status == DagsterRunStatus.SUCCESS
         assert instance.get_run_by_id(run_b).status == DagsterRunStatus.SUCCESS
         assert _step_window(instance, run_a)[1] <= _step_window(instance, run_b)[0]
-    assert _objects(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/first.csv",
-                                                f"partners/{rig.partner.name}/second.csv"]
+    assert object_keys(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/first.csv",
+                                                   f"partners/{rig.partner.name}/second.csv"]
 
 
 def test_a_second_in_process_run_waits_at_its_step_for_the_pool_slot(make_partner, s3, held_aws):
@@ -241,7 +163,7 @@ def test_a_second_in_process_run_waits_at_its_step_for_the_pool_slot(make_partne
 
     with instance_for_test(overrides={"concurrency": {"pools": deploy_pools()}}) as instance:
         instance.add_dynamic_partitions(partitions_name(rig.partner), [one, two])
-        first = threading.Thread(target=run, args=("a", one, {"partner": rig.partner.name}), daemon=True)
+        first = threading.Thread(target=run, args=("a", one, {PARTNER_TAG: rig.partner.name}), daemon=True)
         second = threading.Thread(target=run, args=("b", two, {}), daemon=True)
         try:
             first.start()
@@ -263,5 +185,5 @@ def test_a_second_in_process_run_waits_at_its_step_for_the_pool_slot(make_partne
         assert not first.is_alive() and not second.is_alive()
         assert results["a"].success and results["b"].success
         assert _step_window(instance, run_a)[1] <= _step_window(instance, run_b)[0]
-    assert _objects(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/one.csv",
-                                                f"partners/{rig.partner.name}/two.csv"]
+    assert object_keys(s3, rig.landing.bucket) == [f"partners/{rig.partner.name}/one.csv",
+                                                   f"partners/{rig.partner.name}/two.csv"]

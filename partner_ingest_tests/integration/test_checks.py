@@ -5,16 +5,12 @@ from __future__ import annotations
 
 from dagster import AssetCheckKey, AssetSelection, instance_for_test, materialize
 
-from partner_ingest.defs.assets import (
-    EXPANSION_CHECK,
-    OBJECT_CHECK,
-    build_files_asset,
-    contents_asset_key,
-    files_asset_key,
-)
+from partner_ingest.defs.asset_keys import EXPANSION_CHECK, OBJECT_CHECK, contents_asset_key, files_asset_key
+from partner_ingest.defs.assets import build_files_asset
 from partner_ingest.defs.resources import default_resources
-from partner_ingest_tests.dagster_helpers import RANGE_END, RANGE_START, land
-from partner_ingest_tests.zips import make_zip
+from partner_ingest.defs.tags import RANGE_END_TAG, RANGE_START_TAG
+from partner_ingest_tests.harness.dagster_helpers import land
+from partner_ingest_tests.harness.zips import make_zip
 
 
 def _evaluations(instance, run_id, check_name):
@@ -32,7 +28,7 @@ def _run_checks(rig, instance, keys, *check_keys):
     asset = build_files_asset(rig.partner, rig.landing)
     return materialize([asset], instance=instance, resources=default_resources(),
                        selection=AssetSelection.checks(*check_keys),
-                       tags={RANGE_START: keys[0], RANGE_END: keys[-1]}, raise_on_error=False)
+                       tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}, raise_on_error=False)
 
 
 def test_each_file_gets_its_own_check_and_tampering_fails_it(make_partner, s3):

@@ -11,6 +11,7 @@ import time
 
 import yaml
 
+from partner_ingest.config import CONFIG_ENV
 from partner_ingest_tests.harness.processes import free_port, stop_process
 
 
@@ -22,7 +23,7 @@ def test_files_dropped_on_the_sftp_server_land_on_their_own(make_partner, s3, tm
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     config = tmp_path / "partners.yaml"
     config.write_text(yaml.safe_dump(rig.config.model_dump(mode="json")))
-    env = {**os.environ, "DAGSTER_HOME": str(home), "PARTNER_INGEST_CONFIG": str(config)}
+    env = {**os.environ, "DAGSTER_HOME": str(home), CONFIG_ENV: str(config)}
     log = tmp_path / "dagster-dev.log"
     started = time.monotonic()
     with log.open("w") as out:
