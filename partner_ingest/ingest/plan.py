@@ -38,8 +38,8 @@ from dataclasses import dataclass, field
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.ingest.partition_keys import encode_partition_key
-from partner_ingest.ingest.versions import DIGEST_CHARS, NO_MTIME, parse_token, uses_content_identity, version_token
 from partner_ingest.sftp.walk import Listing, RemoteEntry
+from partner_ingest.versions import DIGEST_CHARS, NO_MTIME, parse_token, uses_content_identity, version_token
 
 _FP = struct.Struct(">8sI")
 _RETRY = struct.Struct(">8sQHI")

@@ -40,7 +40,6 @@ from partner_ingest.errors import (
 from partner_ingest.ingest.partition_keys import encode_partition_key, relative_path_of_key
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.ingest.source_checksums import ExpectedDigest, read_expected_digest
-from partner_ingest.ingest.versions import RemoteVersion, uses_content_identity
 from partner_ingest.s3.errors import is_not_found
 from partner_ingest.s3.keys import ascii_header_value, landing_key
 from partner_ingest.s3.upload import landing_error, read_sha256_tag, transfer_config, upload_stream
@@ -53,6 +52,7 @@ from partner_ingest.sftp.reader import (
     ServerProtocolError,
 )
 from partner_ingest.sftp.remote_file import lstat_regular_file, refused_path
+from partner_ingest.versions import RemoteVersion, uses_content_identity
 
 T = TypeVar("T")
 

@@ -1,4 +1,4 @@
-"""SHA-256 of a remote file's bytes, for the sensor's content identity (``partner_ingest.ingest.versions``).
+"""SHA-256 of a remote file's bytes, for the sensor's content identity (``partner_ingest.versions``).
 
 Read through the same bounded, verified pipeline as a landing (short replies completed, long ones
 refused, EOF proven at the size), so the digest compared here is computed the way the run computes

@@ -3,7 +3,7 @@ path (a file, or ``remote_dir`` itself) into typed errors.
 
 Attributes are untrusted (SFTP v3 makes size, permissions and mtime optional): a missing size is
 an error, because without it nothing read can be proven complete; a missing mtime is allowed and
-switches the file to a content identity (``partner_ingest.ingest.versions``). Paths are ``lstat``'ed, never
+switches the file to a content identity (``partner_ingest.versions``). Paths are ``lstat``'ed, never
 followed: a symlink (also one swapped in after the listing) is refused.
 
 ``LSTAT`` alone is not enough: ProFTPD's ``mod_sftp`` resolves the whole path before calling lstat(2),
@@ -24,8 +24,8 @@ from paramiko.sftp import CMD_ATTRS, CMD_LSTAT, CMD_NAME, CMD_READLINK, CMD_REAL
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.errors import RemoteFileChangedError, RemotePathError, ServerMisbehavedError
-from partner_ingest.ingest.versions import RemoteVersion
 from partner_ingest.sftp.reader import Responses
+from partner_ingest.versions import RemoteVersion
 
 
 def version_of(attrs: paramiko.SFTPAttributes) -> RemoteVersion | None:

@@ -10,10 +10,10 @@ from __future__ import annotations
 import stat
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Protocol
 
 import paramiko
 
-from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.remote_file import refused_remote_dir
 
@@ -55,9 +55,20 @@ def _kind(mode: int) -> str:
     return "special file"
 
 
-def walk(session: SftpSession, selection: Selection, *, max_entries: int = 2_000_000, max_depth: int = 64
+class ListingRules(Protocol):
+    """What the walk asks of the partner's selection rules (``partner_ingest.ingest.selection.Selection``),
+    declared here so the SFTP side does not depend on the ingestion core."""
+
+    def name_refusal(self, name: str) -> str | None: ...
+
+    def walks_dir(self, relative_dir: str) -> bool: ...
+
+    def role(self, relative_path: str) -> str | None: ...
+
+
+def walk(session: SftpSession, selection: ListingRules, *, max_entries: int = 2_000_000, max_depth: int = 64
          ) -> Listing:
-    """Breadth-first listing of ``remote_dir`` by the partner's :class:`Selection`.
+    """Breadth-first listing of ``remote_dir`` by the partner's selection rules.
 
     Excluded directories and ``archive_dir`` are never entered. Done markers and checksum files are
     collected apart, never as files. Names a server should never send (control characters, ``/`` or

@@ -10,8 +10,8 @@ from partner_ingest.ingest.after_landing import archive_path
 from partner_ingest.ingest.partition_keys import encode_partition_key, relative_path_of_key
 from partner_ingest.ingest.plan import SensorCursor, needs_content_check, plan_ingestion
 from partner_ingest.ingest.source_checksums import is_checksum_file, parse_digest
-from partner_ingest.ingest.versions import metadata_part, version_token
 from partner_ingest.sftp.walk import Listing, RemoteEntry
+from partner_ingest.versions import metadata_part, version_token
 
 SHA = "ab" * 32
 
