@@ -2,59 +2,118 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import click
 
-def _port(text: str) -> int:
+PORT = click.IntRange(1, 65_535)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Land partner files from SFTP servers in S3 with Dagster."""
+
+
+@cli.command()
+@click.argument("host")
+@click.option("--port", type=PORT, default=22, show_default=True, help="the server's SSH port")
+@click.option("--timeout", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="seconds to wait for the TCP connection and each SSH handshake")
+def keyscan(host: str, port: int, timeout: float) -> None:
+    """Print HOST's SSH host keys as partners.yaml host_keys lines, with their SHA256 fingerprints.
+
+    Connects without authenticating, once per key type (as ssh-keyscan does).
+    """
+    from partner_ingest.operator_check import PIN_ADVICE, KeyscanError, key_line, scan_host_keys
+
     try:
-        port = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"'{text}' is not a port number") from None
-    if not 1 <= port <= 65_535:
-        raise argparse.ArgumentTypeError(f"{port} is not between 1 and 65535")
-    return port
+        keys = scan_host_keys(host, port, timeout)
+    except KeyscanError as exc:
+        click.echo(f"partner-ingest keyscan: {exc}", err=True)
+        sys.exit(1)
+    click.echo("host_keys:")
+    for key_type, blob in keys:
+        click.echo(f"  {key_line(key_type, blob)}")
+    click.echo(PIN_ADVICE)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="partner-ingest",
-                                     description="Land partner files from SFTP servers in S3 with Dagster.")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    demo = commands.add_parser(
-        "demo", help="run the Dagster UI with a local demo partner (embedded SFTP and S3; no AWS account)",
-        description="Start an embedded SFTP server with sample files, an in-memory S3 and Secrets Manager "
-                    "(moto) and `dagster dev` wired to them. Ctrl-C stops everything.")
-    demo.add_argument("--port", type=_port, default=3000, help="port of the Dagster UI on 127.0.0.1 (default 3000)")
-    demo.add_argument("--state-dir", type=Path, default=Path(".demo"),
-                      help="where partners.yaml, DAGSTER_HOME and the SFTP files live (default ./.demo)")
-    demo.set_defaults(handler=_demo)
-    return parser
+@cli.command()
+@click.argument("file", required=False, type=click.Path(dir_okay=False, path_type=Path))
+def validate(file: Path | None) -> None:
+    """Validate partners.yaml (FILE, default $PARTNER_INGEST_CONFIG or ./partners.yaml); no network."""
+    from partner_ingest.config import config_path, load_config
+    from partner_ingest.errors import ConfigError
+
+    path = file if file is not None else config_path()
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        click.echo(f"{path}: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{path}: {len(config.partners)} partners OK")
 
 
-def _demo(args: argparse.Namespace) -> int:
+@cli.command()
+@click.argument("partners", nargs=-1)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="partners.yaml to read (default $PARTNER_INGEST_CONFIG or ./partners.yaml)")
+def check(partners: tuple[str, ...], config_file: Path | None) -> None:
+    """Check PARTNERS (all when none are named) before their first run.
+
+    Per partner, in order: config OK, secret found, TCP reachable, host key matches the pin,
+    authentication OK, remote directory readable, server capabilities (largest read answered, size and
+    mtime in the listing), files matching the globs (count and bytes). A partner stops at its first
+    failure, whose line says what to do; the exit code is 1 if any partner failed. Not yet checked: how
+    many matching files are not yet landed, and whether directory mtimes change when files do.
+    """
+    from partner_ingest.operator_check import check as run_check
+
+    failed = False
+    for step in run_check(partners, config_file):
+        mark = "ok  " if step.ok else "FAIL"
+        who = f"{step.partner}: " if step.partner else ""
+        click.echo(f"{mark} {who}{step.name}: {step.detail}")
+        failed = failed or not step.ok
+    if failed:
+        sys.exit(1)
+
+
+@cli.command()
+@click.option("--port", type=PORT, default=3000, show_default=True, help="port of the Dagster UI on 127.0.0.1")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
+              show_default=True, help="where partners.yaml, DAGSTER_HOME and the SFTP files live")
+def demo(port: int, state_dir: Path) -> None:
+    """Run the Dagster UI with a local demo partner (embedded SFTP and S3; no AWS account).
+
+    Starts an embedded SFTP server with sample files, an in-memory S3 and Secrets Manager (moto) and
+    `dagster dev` wired to them. Ctrl-C stops everything.
+    """
     try:
         from partner_ingest.demo.runner import DemoError, run_demo
     except ImportError as exc:
         if (exc.name or "").startswith("partner_ingest"):
             raise
-        print(f"partner-ingest demo needs the 'demo' extra ({exc.name} is missing): "
-              "pip install 'partner-ingest[demo]'", file=sys.stderr)
-        return 2
+        click.echo(f"partner-ingest demo needs the 'demo' extra ({exc.name} is missing): "
+                   "pip install 'partner-ingest[demo]'", err=True)
+        sys.exit(2)
     try:
-        return run_demo(port=args.port, state_dir=args.state_dir)
+        sys.exit(run_demo(port=port, state_dir=state_dir))
     except DemoError as exc:
-        print(f"partner-ingest demo: {exc}", file=sys.stderr)
-        return 2
+        click.echo(f"partner-ingest demo: {exc}", err=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        sys.exit(130)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
     try:
-        return args.handler(args)
-    except KeyboardInterrupt:
-        return 130
+        cli.main(args=list(argv) if argv is not None else None, prog_name="partner-ingest")
+    except SystemExit as exc:
+        code = exc.code
+        return code if isinstance(code, int) else (0 if code is None else 1)
+    return 0
 
 
 if __name__ == "__main__":
