@@ -142,6 +142,14 @@ class PartnerConfig(_Strict):
             raise ValueError(f"'{remote_dir}' must not contain '..'")
         return normalized
 
+    @field_validator("expect_every")
+    @classmethod
+    def _expect_every_at_least_a_minute(cls, value: str | None) -> str | None:
+        """Dagster's ``FreshnessPolicy.time_window`` refuses windows under a minute; say so at load."""
+        if value and value.endswith("s") and int(value[:-1]) < 60:
+            raise ValueError(f"'{value}' is shorter than Dagster's smallest freshness window (60s / 1m)")
+        return value
+
     @property
     def expect_every_timedelta(self) -> timedelta | None:
         """``expect_every: 24h`` (units s, m, h, d) as a timedelta, for the asset's freshness policy."""

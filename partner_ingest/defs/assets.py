@@ -13,6 +13,7 @@ the UI, "Execute checks") re-reads what landed without landing anything.
 
 import contextlib
 from collections.abc import Iterator
+from urllib.parse import quote
 
 from dagster import (
     AssetExecutionContext,
@@ -57,11 +58,22 @@ from partner_ingest.ingest.transfer import LandedFile
 from partner_ingest.s3.keys import s3_uri
 
 __all__ = ["DATA_VERSION_TAG", "EXPANSION_CHECK", "OBJECT_CHECK", "build_files_asset", "contents_asset_key",
-           "files_asset_key", "freshness_policy", "materialization"]
+           "console_url", "files_asset_key", "freshness_policy", "materialization", "partner_description"]
+
+
+def console_url(bucket: str, key: str, region: str | None = None) -> str:
+    """The object's page in the AWS console (``region`` from the S3 client's ``meta.region_name``)."""
+    url = f"https://console.aws.amazon.com/s3/object/{quote(bucket, safe='')}?prefix={quote(key, safe='')}"
+    return f"{url}&region={quote(region, safe='')}" if region else url
+
+
+def _region_of(client) -> str | None:
+    region = getattr(getattr(client, "meta", None), "region_name", None)
+    return region if isinstance(region, str) and region else None
 
 
 def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFile,
-                    after_landing: str) -> AssetMaterialization:
+                    after_landing: str, region: str | None = None) -> AssetMaterialization:
     return AssetMaterialization(
         asset_key=files_asset_key(partner),
         partition=partition_key,
@@ -70,6 +82,7 @@ def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFi
             "size": MetadataValue.int(landed.version.size),
             "sha256": MetadataValue.text(landed.sha256),
             "s3_uri": MetadataValue.url(s3_uri(landed.bucket, landed.key)),
+            "aws_console": MetadataValue.url(console_url(landed.bucket, landed.key, region)),
             "s3_version_id": MetadataValue.text(landed.s3_version_id or ""),
             **({"remote_mtime": MetadataValue.timestamp(float(landed.version.mtime))}
                if landed.version.mtime is not None else {"remote_mtime_missing": MetadataValue.bool(True)}),
@@ -105,14 +118,49 @@ def _contents_materialization(partner: PartnerConfig, key: str, expansion: Expan
                                                         for e in expansion.entries[:50]])})
 
 
+def _globs(patterns: list[str]) -> str:
+    return ", ".join(f"`{p}`" for p in patterns) if patterns else "none"
+
+
+def partner_description(partner: PartnerConfig, landing: LandingConfig) -> str:
+    """What the asset's page tells an operator about the partner; names only, never credentials."""
+    stability = (f"`{partner.stability.done_marker}` done marker present" if partner.stability.done_marker
+                 else f"size and mtime unchanged for {partner.stability.min_age_seconds}s across listings")
+    after = partner.after_landing + (f" (to `{partner.archive_dir}`)" if partner.after_landing == "move"
+                                     and partner.archive_dir else "")
+    checksums = partner.source_checksums
+    if checksums is None:
+        verified = "none published (SHA-256 computed on landing)"
+    else:
+        where = f"sidecar `*{checksums.sidecar}`" if checksums.sidecar else f"manifest `{checksums.manifest}`"
+        verified = f"{checksums.algorithm} from {where}, {'required' if checksums.required else 'optional'}"
+    sensor = (f"every {partner.sensor.interval_seconds}s, "
+              f"{'running' if partner.sensor.running else 'stopped'} by default")
+    lines = [
+        f"Files from `{partner.host}:{partner.port}` directory `{partner.remote_dir}` landed at "
+        f"`s3://{landing.bucket}/{partner.landing_prefix}`. One partition per remote file.",
+        "",
+        f"- SFTP: `{partner.host}:{partner.port}`, user `{partner.username}`, secret `{partner.secret_id}` "
+        "(a Secrets Manager name)",
+        f"- Remote directory: `{partner.remote_dir}`, {'recursive' if partner.recursive else 'top level only'}",
+        f"- Include: {_globs(partner.include)}; exclude: {_globs(partner.exclude)}",
+        f"- Stable when: {stability}",
+        f"- Sensor: {sensor}",
+        f"- After landing: {after}",
+        f"- Unzip: {'yes' if partner.unzip else 'no'}",
+        f"- Source checksums: {verified}",
+        f"- Change detection: {partner.change_detection}",
+    ]
+    return "\n".join(lines)
+
+
 def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsDefinition:
     partitions = partner_partitions(partner)
     files_key = files_asset_key(partner)
     specs = [AssetSpec(
         files_key, group_name=partner.name, partitions_def=partitions, kinds={"sftp", "s3"},
         freshness_policy=freshness_policy(partner),
-        description=(f"Files from {partner.host}:{partner.port}{partner.remote_dir} landed at "
-                     f"s3://{landing.bucket}/{partner.landing_prefix}. One partition per remote file."),
+        description=partner_description(partner, landing),
         metadata={"sftp_source": f"sftp://{partner.username}@{partner.host}:{partner.port}{partner.remote_dir}",
                   "landing": s3_uri(landing.bucket, partner.landing_prefix)},
         skippable=True)]
@@ -148,15 +196,16 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
           client, keys: list[str]) -> Iterator:
     """Land the run's files through the pipeline; each file's events are yielded from the step's own
     thread as soon as that file is done. Closing the outcomes when the run stops starts no further file."""
+    # Both callables are called only from this thread (the pipeline queues the workers' progress lines).
     run = RunPipeline(partner, bucket=landing.bucket, keys=keys, links=lambda: sftp.link(partner), s3=client,
-                      wanted=_wanted(context, partner), warn=context.log.warning)
+                      wanted=_wanted(context, partner), warn=context.log.warning, progress=context.log.info)
     report = run.report
     for refusal in report.refused:
         context.log.error(str(refusal))
     with contextlib.closing(run.outcomes()) as outcomes:
         for outcome in outcomes:
             _log_file(context, outcome, landing.bucket)
-            yield from _file_events(partner, landing, outcome)
+            yield from _file_events(partner, landing, outcome, _region_of(client))
     if report.unreachable is not None:
         raise Failure(description=str(report.unreachable), metadata={"files_not_landed": len(report.accepted)})
     if report.failures:
@@ -177,7 +226,8 @@ def _log_file(context: AssetExecutionContext, outcome: FileOutcome, bucket: str)
         context.log.error(str(failure))
 
 
-def _file_events(partner: PartnerConfig, landing: LandingConfig, outcome: FileOutcome) -> Iterator:
+def _file_events(partner: PartnerConfig, landing: LandingConfig, outcome: FileOutcome,
+                 region: str | None = None) -> Iterator:
     """A file whose object check failed yields only that check; a recorded one its materializations and checks."""
     key, landed = outcome.partition_key, outcome.landed
     if landed is None:
@@ -187,7 +237,7 @@ def _file_events(partner: PartnerConfig, landing: LandingConfig, outcome: FileOu
         if check is not None:
             yield check
         return
-    yield materialization(partner, key, landed, outcome.after_landing)
+    yield materialization(partner, key, landed, outcome.after_landing, region)
     if check is not None:
         yield check
     if outcome.expansion is not None:

@@ -4,6 +4,7 @@ from dagster import Definitions
 
 from partner_ingest.config import IngestConfig
 from partner_ingest.defs.assets import build_files_asset
+from partner_ingest.defs.notifications import build_notifications_sensor
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.defs.sensors import build_files_sensor
 
@@ -14,4 +15,5 @@ def build_definitions(config: IngestConfig) -> Definitions:
         files = build_files_asset(partner, config.landing)
         assets.append(files)
         sensors.append(build_files_sensor(partner, files))
+    sensors.append(build_notifications_sensor(config))  # one per deployment, across partners
     return Definitions(assets=assets, sensors=sensors, resources=default_resources())

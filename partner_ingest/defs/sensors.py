@@ -27,7 +27,7 @@ from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.assets import files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
-from partner_ingest.defs.tags import DATA_VERSION_TAG, PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
+from partner_ingest.defs.tags import DATA_VERSION_TAG, FILE_COUNT_TAG, PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
 from partner_ingest.ingest.plan import Plan, SensorCursor, needs_content_check, plan_ingestion
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
@@ -49,7 +49,7 @@ def run_requests(partner: PartnerConfig, plan: Plan, files_asset: AssetsDefiniti
     selection = sorted(files_asset.keys)
     requests = []
     for batch in plan.runs:
-        tags = {PARTNER_TAG: partner.name}
+        tags = {PARTNER_TAG: partner.name, FILE_COUNT_TAG: str(len(batch.keys))}
         if len(batch.keys) == 1:
             requests.append(RunRequest(run_key=batch.run_key, asset_selection=selection,
                                        partition_key=batch.keys[0], tags=tags))

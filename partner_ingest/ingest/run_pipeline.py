@@ -8,15 +8,20 @@ expanded and checked. Whatever happens to one file is that file's :class:`FileOu
 Outcomes are yielded one by one as files finish, in the consumer's thread, so the caller can record
 each file while the rest are still moving. Closing the iterator early (the run was stopped) starts no
 further file, waits for the files in flight and closes every session.
+
+A file that takes longer than ``PROGRESS_EVERY_SECONDS`` reports its progress (bytes, %, MB/s, ETA)
+at most that often; the lines are made in the worker threads but handed to ``progress`` from the
+consumer's thread, between outcomes, so the caller may log them wherever it records the outcomes.
 """
 
 from __future__ import annotations
 
 import logging
 import queue
+import time
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -36,6 +41,62 @@ log = logging.getLogger(__name__)
 
 LinkFactory = Callable[[], PartnerLink]
 """A new, not yet connected link to the run's partner (``SftpResource.link(partner)`` in a run)."""
+
+PROGRESS_EVERY_SECONDS = 10.0
+"""A file logs its progress at most this often, and only once it has taken this long."""
+_PROGRESS_POLL_SECONDS = 1.0  # at most this long between a progress line being made and handed over
+
+
+def _size(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if abs(n) < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")
+
+
+def _duration(seconds: float) -> str:
+    s = max(0, round(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60:02d}s"
+    return f"{s // 3600}h {s % 3600 // 60:02d}m"
+
+
+def format_progress(partner: str, relative_path: str, done: int, total: int, elapsed: float) -> str:
+    """``partner 'acme': big.bin: 6.2 GiB of 20.0 GiB (31%), 182.4 MB/s, ETA 1m 17s``."""
+    rate = done / elapsed if elapsed > 0 else 0.0
+    percent = int(100 * done / total) if total > 0 else 100
+    eta = _duration((total - done) / rate) if rate > 0 else "unknown"
+    return (f"partner '{partner}': {relative_path}: {_size(done)} of {_size(total)} ({percent}%), "
+            f"{rate / 1e6:.1f} MB/s, ETA {eta}")
+
+
+class ProgressReporter:
+    """A ``transfer.Progress`` callback that emits a formatted line at most every ``every`` seconds.
+
+    Nothing is emitted before the file has taken ``every`` seconds, nor at its last byte (the
+    "landed" line follows), so small files log nothing extra. ``clock`` is injectable for tests.
+    """
+
+    def __init__(self, emit: Callable[[str], None], partner: str, relative_path: str, *,
+                 every: float | None = None, clock: Callable[[], float] = time.monotonic) -> None:
+        self._emit = emit
+        self._partner = partner
+        self._relative_path = relative_path
+        self._every = PROGRESS_EVERY_SECONDS if every is None else every
+        self._clock = clock
+        self._started = self._last = clock()
+
+    def __call__(self, done: int, total: int) -> None:
+        if done >= total:
+            return
+        now = self._clock()
+        if now - self._last < self._every:
+            return
+        self._last = now
+        self._emit(format_progress(self._partner, self._relative_path, done, total, now - self._started))
 
 
 @dataclass(frozen=True)
@@ -192,17 +253,23 @@ class RunPipeline:
     """Lands the accepted keys of one run; ``report`` tells what the run did once ``outcomes()`` is consumed.
 
     Keys are refused up front (a refused key never reaches the link factory, SFTP or S3). ``warn``
-    receives what slows the run without failing a file (a refused extra session).
+    receives what slows the run without failing a file (a refused extra session). ``progress``, if
+    given, receives the progress lines of long files (see ``PROGRESS_EVERY_SECONDS``; ``progress_every``
+    overrides it); like ``warn`` it is called only from the thread consuming ``outcomes()``.
     """
 
     def __init__(self, partner: PartnerConfig, *, bucket: str, keys: Sequence[str], links: LinkFactory, s3: Any,
-                 wanted: Wanted = Wanted(), warn: Callable[[str], None] = log.warning) -> None:
+                 wanted: Wanted = Wanted(), warn: Callable[[str], None] = log.warning,
+                 progress: Callable[[str], None] | None = None, progress_every: float | None = None) -> None:
         self.partner = partner
         self.bucket = bucket
         self._links = links
         self._s3 = s3
         self._wanted = wanted
         self._warn = warn
+        self._progress = progress
+        self._progress_every = progress_every
+        self._notes: queue.SimpleQueue[str] = queue.SimpleQueue()  # progress lines from the workers
         accepted, refused = refuse_foreign_keys(partner, keys)
         self.report = RunReport(total=len(keys), accepted=accepted, refused=refused)
 
@@ -233,15 +300,29 @@ class RunPipeline:
 
         pool = ThreadPoolExecutor(max_workers=len(links), thread_name_prefix=f"{self.partner.name}-sftp")
         try:
-            for future in as_completed([pool.submit(work, key) for key in keys]):
-                outcome = future.result()
-                self.report.outcomes.append(outcome)
-                yield outcome
+            order = {pool.submit(work, key): i for i, key in enumerate(keys)}
+            pending = set(order)
+            while pending:
+                done, pending = wait(pending, timeout=_PROGRESS_POLL_SECONDS if self._progress else None,
+                                     return_when=FIRST_COMPLETED)
+                self._hand_over_progress()
+                for future in sorted(done, key=order.__getitem__):
+                    outcome = future.result()
+                    self.report.outcomes.append(outcome)
+                    yield outcome
         finally:
             # A stopped run stops here: files not yet started are not started.
             pool.shutdown(wait=True, cancel_futures=True)
             for link in links:
                 link.close()
+
+    def _hand_over_progress(self) -> None:
+        while self._progress is not None:
+            try:
+                line = self._notes.get_nowait()
+            except queue.Empty:
+                return
+            self._progress(line)
 
     def _open_links(self, wanted: int) -> list[PartnerLink] | None:
         """Up to ``limits.max_connections`` sessions; None (and ``report.unreachable``) if the first fails."""
@@ -268,7 +349,10 @@ class RunPipeline:
         partner, bucket, s3, wanted = self.partner, self.bucket, self._s3, self._wanted
         outcome = FileOutcome(key, remote_path_of_key(partner, key))
         try:
-            landed = land_file(link, s3, bucket=bucket, relative_path=accepted_relative_path(partner, key))
+            relative_path = accepted_relative_path(partner, key)
+            reporter = ProgressReporter(self._notes.put, partner.name, relative_path, every=self._progress_every) \
+                if self._progress is not None else None
+            landed = land_file(link, s3, bucket=bucket, relative_path=relative_path, progress=reporter)
         except PartnerIngestError as exc:
             outcome.error = exc if exc.path else type(exc)(exc.problem, partner=partner.name,
                                                            path=outcome.remote_path, action=exc.action)

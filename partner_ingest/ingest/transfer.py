@@ -56,7 +56,10 @@ from partner_ingest.versions import RemoteVersion, uses_content_identity
 
 T = TypeVar("T")
 
-__all__ = ["LandedFile", "RemoteVersion", "already_landed", "land_file", "object_metadata"]
+__all__ = ["LandedFile", "Progress", "RemoteVersion", "already_landed", "land_file", "object_metadata"]
+
+Progress = Callable[[int, int], None]
+"""Called as bytes are handed to S3: ``(bytes so far, file size)``, from the thread doing the upload."""
 
 
 @dataclass(frozen=True)
@@ -103,8 +106,9 @@ class _HashingSource:
 
     def __init__(self, reader: PipelinedReader, size: int, unchanged: Callable[[], None],
                  on_end: Callable[[_HashingSource], None], reopen: Callable[[BaseException], bytes], max_resumes: int,
-                 extra_algorithm: str | None = None) -> None:
+                 extra_algorithm: str | None = None, progress: Progress | None = None) -> None:
         self.reader = reader
+        self._progress = progress
         self._unchanged = unchanged
         self._size = size
         self._on_end = on_end
@@ -132,6 +136,8 @@ class _HashingSource:
         if self.extra_hash is not None:
             self.extra_hash.update(data)
         self._count += len(data)
+        if self._progress is not None and data:
+            self._progress(self._count, self._size)
         if not self._ended and self.reader.offset >= self._size:
             self._ended = True
             try:
@@ -204,8 +210,13 @@ def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion,
 
 
 def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
-              multipart_threshold: int = 16 * 1024 * 1024, skip_if_landed: bool = True) -> LandedFile:
-    """Land ``remote_dir/relative_path`` at ``landing_prefix/relative_path``; raise a PartnerIngestError."""
+              multipart_threshold: int = 16 * 1024 * 1024, skip_if_landed: bool = True,
+              progress: Progress | None = None) -> LandedFile:
+    """Land ``remote_dir/relative_path`` at ``landing_prefix/relative_path``; raise a PartnerIngestError.
+
+    ``progress``, if given, is called with the bytes handed to S3 so far and the file's size as the
+    upload goes (not for a file already landed, nor for a re-read that proves it is).
+    """
     partner = link.session.partner
     started = time.monotonic()
     remote_path, version = _with_link(link, lambda: stat_remote_file(link.session, relative_path))
@@ -244,7 +255,7 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
             # Same size and mtime, other bytes: the partner rewrote it in place. Land it again.
 
     metadata = object_metadata(partner, relative_path, remote_path, version)
-    with _remote_source(link, partner, remote_path, version, expected) as source:
+    with _remote_source(link, partner, remote_path, version, expected, progress=progress) as source:
         try:
             landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata,
                                           expected_size=version.size,
@@ -260,7 +271,7 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
 
 @contextlib.contextmanager
 def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, version: RemoteVersion,
-                   expected: ExpectedDigest | None) -> Iterator[_HashingSource]:
+                   expected: ExpectedDigest | None, progress: Progress | None = None) -> Iterator[_HashingSource]:
     """The remote file open for a verified, resumable read; drained and closed however the read ends."""
     remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
     reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
@@ -278,7 +289,7 @@ def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, 
                             unchanged=lambda: _with_link(link, lambda: _unchanged(partner, remote_path, version,
                                                                                   link.session)),
                             on_end=lambda src: _check_digest(partner, remote_path, expected, src),
-                            extra_algorithm=expected.algorithm if expected else None)
+                            extra_algorithm=expected.algorithm if expected else None, progress=progress)
     try:
         yield source
     finally:

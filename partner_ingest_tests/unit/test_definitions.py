@@ -54,7 +54,8 @@ def _assert_loads(defs: Definitions, config: IngestConfig) -> None:
         assert defs.resolve_sensor_def(sensor_name(partner)).name == sensor_name(partner)
     assert set(defs.resolve_all_asset_keys()) == wanted_assets
     assert set(graph.asset_check_keys) == wanted_checks
-    assert {s.name for s in repository.sensor_defs} == {sensor_name(p) for p in config.partners}
+    assert {s.name for s in repository.sensor_defs} == \
+        {sensor_name(p) for p in config.partners} | {"partner_notifications_sensor"}
     assert set(defs.resources or {}) == set(default_resources())
     job = defs.resolve_implicit_global_asset_job_def()
     assert set(job.asset_layer.selected_asset_keys) == wanted_assets
