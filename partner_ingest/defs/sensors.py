@@ -6,6 +6,8 @@ the plan into a ``SensorResult``.
 
 import hashlib
 import time
+from collections.abc import Mapping
+from typing import TypeVar
 
 import paramiko
 from dagster import (
@@ -28,11 +30,14 @@ from partner_ingest.defs.assets import files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.defs.tags import DATA_VERSION_TAG, FILE_COUNT_TAG, PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
+from partner_ingest.ingest.partition_keys import current_key
 from partner_ingest.ingest.plan import Plan, SensorCursor, needs_content_check, plan_ingestion
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.remote_digest import remote_sha256
 from partner_ingest.sftp.walk import Listing, walk
+
+T = TypeVar("T")
 
 # Content identity: time a tick may spend re-reading landed files (the sensor's gRPC timeout is 60 s).
 CONTENT_CHECK_SECONDS = 20
@@ -71,9 +76,22 @@ def _attempts(context: SensorEvaluationContext, partner: PartnerConfig) -> tuple
     for start in range(0, len(run_ids), 500):
         records = context.instance.get_run_records(RunsFilter(run_ids=run_ids[start:start + 500]))
         unfinished |= {r.dagster_run.run_id for r in records if r.dagster_run.status in _UNFINISHED}
-    in_progress = {key for key, (run_id, _) in attempts.items() if run_id in unfinished}
-    failed = {key: storage_id for key, (run_id, storage_id) in attempts.items() if run_id not in unfinished}
+    in_progress = {current_key(key) for key, (run_id, _) in attempts.items() if run_id in unfinished}
+    failed = _by_current_key({key: storage_id for key, (run_id, storage_id) in attempts.items()
+                              if run_id not in unfinished})
     return in_progress, failed
+
+
+def _by_current_key(by_key: Mapping[str, T]) -> dict[str, T]:
+    """Per-partition state keyed by today's keys: a partition registered by an earlier version (its key
+    percent-encoded more) counts for its file, so an upgrade re-copies nothing; a current key wins."""
+    current = dict(by_key)
+    for key, value in by_key.items():
+        if (now := current_key(key)) != key:
+            del current[key]
+            if now not in by_key:
+                current[now] = value
+    return current
 
 
 def _content_digests(context: SensorEvaluationContext, session: SftpSession, partner: PartnerConfig,
@@ -161,13 +179,13 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
         # Dagster's state first, then the listing: a run finishing meanwhile then looks in flight or
         # landed at worst, never "landed but still on the server".
         storage = context.instance.event_log_storage
-        materialized = {
+        materialized = _by_current_key({
             key: tags.get(DATA_VERSION_TAG, "")
             for key, tags in storage.get_latest_tags_by_partition(
                 files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG]).items()
-        }
+        })
         in_progress, failed = _attempts(context, partner)
-        last_landed = (storage.get_latest_storage_id_by_partition(
+        last_landed = _by_current_key(storage.get_latest_storage_id_by_partition(
             files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION)
             if partner.after_landing != "leave" else {})
         with sftp.open(partner) as session:

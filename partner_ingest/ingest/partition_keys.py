@@ -1,39 +1,102 @@
-"""Reversible partition keys for remote paths.
+"""Readable, reversible partition keys for remote paths.
 
-Dagster's UI and CLI split partition selections on ``,`` and ``...`` and show keys in URLs, while
-partners name files with spaces, unicode, commas, brackets and dots. A key is the path relative to
-the partner's ``remote_dir``, percent-encoded (UTF-8) outside a small safe alphabet, with every dot
-that touches another dot encoded too, so ``...`` can never appear. Decoding is plain unquoting.
+A key is the path relative to the partner's ``remote_dir`` as the partner named it, so the UI shows
+``reports/Q3 résumé, final.csv``-like names, not percent soup. Only what Dagster's tools split on or
+what would mislead a reader is percent-encoded (UTF-8):
+
+* ``%`` itself, so decoding is plain unquoting and every path has exactly one key;
+* ``,`` (``dagster job backfill --partitions`` splits on commas) and ``|`` (the multi-partition
+  delimiter);
+* every dot touching another dot, so ``...`` (the CLI's and the UI's range separator, and a substring
+  Dagster rejects in static keys) never appears;
+* control, format (bidi overrides, zero-width), line/paragraph-separator and private-use characters,
+  and whitespace other than a plain space: they are invisible, reorder text or end lines in logs;
+* a space at the start or end of the key (the CLI strips around commas).
+
+The UI quotes any other character itself (Dagster 1.13's partition-selection grammar). Keys registered
+by earlier versions encoded everything outside ``[A-Za-z0-9/_.-]``; :func:`current_key` maps such a key
+to today's form, so a deployment upgrading keeps its history and copies nothing twice.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from urllib.parse import quote, unquote
 
-_SAFE = "/-_."
-
-
+_ASCII_ESCAPED = re.compile(r"[%,|\x00-\x1f\x7f]")
 _DOT_RUNS = re.compile(r"\.{2,}")
+# Unicode categories encoded: Cc control, Cf format, Co private use, Zl/Zp line and paragraph
+# separators, Zs spaces (no-break, ideographic, ...) but U+0020. Not Cn (unassigned): a newer Python's
+# Unicode database assigns such characters, and a key must not change with the interpreter.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Zl", "Zp", "Zs"})
+
+
+def _escape(char: str) -> str:
+    return quote(char, safe="", encoding="utf-8", errors="strict")
+
+
+def _encode_char(char: str) -> str:
+    if char == " ":
+        return char
+    if char in "%,|" or unicodedata.category(char) in _HIDDEN_CATEGORIES:
+        return _escape(char)
+    return char
 
 
 def encode_partition_key(relative_path: str) -> str:
-    quoted = quote(relative_path, safe=_SAFE, encoding="utf-8", errors="strict")
-    if ".." not in quoted:  # the common case, taken 100,000 times per tick on a busy partner
-        return quoted
-    return _DOT_RUNS.sub(lambda m: "%2E" * len(m.group()), quoted)
+    """The key of a path; UnicodeEncodeError for a name that is not valid Unicode (a lone surrogate)."""
+    if relative_path.isascii():  # the common case, taken 100,000 times per tick on a busy partner
+        key = _ASCII_ESCAPED.sub(lambda m: _escape(m.group()), relative_path)
+    else:
+        relative_path.encode("utf-8", errors="strict")
+        key = "".join(_encode_char(char) for char in relative_path)
+    if ".." in key:
+        key = _DOT_RUNS.sub(lambda m: "%2E" * len(m.group()), key)
+    if key.startswith(" "):
+        key = "%20" + key[1:]
+    if key.endswith(" "):
+        key = key[:-1] + "%20"
+    return key
 
 
 def decode_partition_key(key: str) -> str:
     return unquote(key, encoding="utf-8", errors="strict")
 
 
+def legacy_partition_key(relative_path: str) -> str:
+    """The key earlier versions registered: percent-encoded outside ``[A-Za-z0-9/_.-]``, dot runs too."""
+    quoted = quote(relative_path, safe="/-_.", encoding="utf-8", errors="strict")
+    return _DOT_RUNS.sub(lambda m: "%2E" * len(m.group()), quoted) if ".." in quoted else quoted
+
+
+def current_key(key: str) -> str:
+    """Today's key for a key registered by an earlier version; any other key unchanged.
+
+    Unambiguous: a legacy key that differs from today's form holds a ``%`` escape today's encoding
+    would not write, so it is never a current key of another path.
+    """
+    if "%" not in key:
+        return key
+    try:
+        path = decode_partition_key(key)
+    except UnicodeDecodeError:
+        return key
+    try:
+        if encode_partition_key(path) != key and legacy_partition_key(path) == key:
+            return encode_partition_key(path)
+    except UnicodeEncodeError:
+        return key
+    return key
+
+
 def relative_path_of_key(key: str) -> str:
     """The remote path (relative to ``remote_dir``) a partition key stands for, or ValueError.
 
     Keys are untrusted: anyone with the UI can add a dynamic partition. Only keys the sensor could
-    have produced: a relative path without empty, ``.`` or ``..`` segments or NUL, so no key can
-    reach outside ``remote_dir`` or the landing prefix (S3 keys escape other control characters).
+    have produced (today's encoding, or an earlier version's for partitions registered before): a
+    relative path without empty, ``.`` or ``..`` segments or NUL, so no key can reach outside
+    ``remote_dir`` or the landing prefix (S3 keys escape other control characters).
     """
     try:
         path = decode_partition_key(key)
@@ -45,8 +108,12 @@ def relative_path_of_key(key: str) -> str:
         raise ValueError("it decodes to an absolute path")
     if "\x00" in path:
         raise ValueError("it holds a NUL character")
-    if encode_partition_key(path) != key:
-        raise ValueError("it is not in the canonical encoding the sensor uses (an alias of another key)")
+    try:
+        canonical = key in (encode_partition_key(path), legacy_partition_key(path))
+    except UnicodeEncodeError:
+        raise ValueError("it does not decode to valid Unicode") from None
+    if not canonical:
+        raise ValueError("it is not in the encoding the sensor uses (an alias of another key)")
     if any(segment in ("", ".", "..") for segment in path.split("/")):
         raise ValueError("it has an empty, '.' or '..' path segment")
     return path

@@ -246,3 +246,32 @@ def test_unsafe_and_reserved_names_are_reported_not_ingested(driver_for, make_pa
     warnings = capfd.readouterr().err
     assert "new\\nline.csv" in warnings and "bell\\x07.csv" in warnings and "x.zip.unzipped" in warnings
     assert "name not accepted" in warnings
+
+
+def test_partitions_registered_by_an_earlier_key_encoding_count_as_landed(driver_for, make_partner, s3):
+    """Upgrading from percent-encoded keys copies nothing twice: a file landed under its old key is
+    landed; a run of the old key still works; only a new file gets a partition of today's form."""
+    from partner_ingest.ingest.partition_keys import legacy_partition_key
+
+    rig = make_partner(stability={"min_age_seconds": 0})
+    old_name, new_name = "reports/Q3 résumé, final.csv", "reports/Q4 résumé.csv"
+    rig.write(old_name, b"landed before the upgrade")
+    driver = driver_for(rig)
+    legacy = legacy_partition_key(old_name)
+    assert legacy != encode_partition_key(old_name)
+    driver.instance.add_dynamic_partitions(partitions_name(rig.partner), [legacy])
+    result = materialize_one(driver, legacy)
+    assert result.success
+    rig.write(new_name, b"after the upgrade")
+    data = driver.tick()
+    assert _requested(driver, data) == [encode_partition_key(new_name)]
+    assert encode_partition_key(new_name) == "reports/Q4 résumé.csv"
+    assert all(r.success for r in driver.launch(data.run_requests))
+    assert driver.tick().run_requests == []
+    landed = {o["Key"] for o in s3.list_objects_v2(Bucket=rig.landing.bucket)["Contents"]}
+    assert landed == {f"partners/{rig.partner.name}/{old_name}", f"partners/{rig.partner.name}/{new_name}"}
+
+
+def materialize_one(driver: SensorDriver, key: str):
+    from dagster import materialize
+    return materialize([driver.asset], instance=driver.instance, partition_key=key, raise_on_error=False)

@@ -1,12 +1,20 @@
-"""Partition keys round-trip any path and never contain what the UI or CLI would split on."""
+"""Partition keys round-trip any path, stay readable, never contain what Dagster's UI or CLI splits on,
+and keys registered by earlier versions keep meaning their file."""
 
 from __future__ import annotations
 
 import re
+import unicodedata
 
 import pytest
 
-from partner_ingest.ingest.partition_keys import decode_partition_key, encode_partition_key
+from partner_ingest.ingest.partition_keys import (
+    current_key,
+    decode_partition_key,
+    encode_partition_key,
+    legacy_partition_key,
+    relative_path_of_key,
+)
 
 PATHS = [
     "plain.csv",
@@ -20,21 +28,64 @@ PATHS = [
     "new\nline\tand\x01control.csv",
     "100%/%2E.txt",
     ".hidden",
+    " leading and trailing ",
+    "bidi\u202eexe.txt",
+    "zero\u200bwidth",
+    "no\xa0break",
+    "line\u2028sep",
+    "quote\"back\\slash'",
+    "reports/Q3 résumé, final.csv",
 ]
 
 
 @pytest.mark.parametrize("path", PATHS)
-def test_round_trip_and_safe_alphabet(path):
+def test_round_trip_and_nothing_dagster_splits_on(path):
     key = encode_partition_key(path)
     assert decode_partition_key(key) == path
-    assert re.fullmatch(r"[A-Za-z0-9/_.%-]+", key)
-    assert ".." not in key and "," not in key and " " not in key
+    if not any(s in ("", ".", "..") for s in path.split("/")):
+        assert relative_path_of_key(key) == path
+    assert "..." not in key and ".." not in key and "," not in key and "|" not in key
+    assert key == key.strip()
+    hidden = [c for c in key if unicodedata.category(c) in ("Cc", "Cf", "Co", "Zl", "Zp", "Zs") and c != " "]
+    assert not hidden, key
+    # Every % in a key starts an escape: decoding is unambiguous.
+    assert all(re.fullmatch(r"%[0-9A-F]{2}", key[i:i + 3]) for i, c in enumerate(key) if c == "%")
 
 
 def test_readable_keys_stay_readable():
     assert encode_partition_key("2026/11/orders-01.csv") == "2026/11/orders-01.csv"
+    assert encode_partition_key("reports/Q3 résumé, final.csv") == "reports/Q3 résumé%2C final.csv"
+    assert encode_partition_key("unicodé/日本語 [v2] (final).csv") == "unicodé/日本語 [v2] (final).csv"
 
 
 def test_distinct_paths_distinct_keys():
     keys = {encode_partition_key(p) for p in PATHS}
     assert len(keys) == len(PATHS)
+
+
+def test_a_lone_surrogate_is_not_a_name():
+    with pytest.raises(UnicodeEncodeError):
+        encode_partition_key("bad\udcff.csv")
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_keys_of_earlier_versions_map_to_todays_and_are_accepted(path):
+    legacy, today = legacy_partition_key(path), encode_partition_key(path)
+    assert current_key(legacy) == today
+    assert current_key(today) == today
+    if not any(s in ("", ".", "..") for s in path.split("/")):
+        assert relative_path_of_key(legacy) == path
+
+
+def test_an_alias_that_neither_version_writes_is_refused():
+    with pytest.raises(ValueError, match="not in the encoding"):
+        relative_path_of_key("plain%2Ecsv")
+    with pytest.raises(ValueError, match="not in the encoding"):
+        relative_path_of_key("reports/Q3 r%C3%A9sum%C3%A9%2C final.csv")   # half old, half new
+    assert current_key("plain%2Ecsv") == "plain%2Ecsv"
+
+
+def test_refusals_still_hold():
+    for key in ("%2E%2E/etc/passwd", "/etc/passwd", "%2Fetc", "a//b", "a/%2E/b", "nul%00", "%FF"):
+        with pytest.raises(ValueError):
+            relative_path_of_key(key)
