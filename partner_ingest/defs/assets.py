@@ -12,6 +12,7 @@ the UI, "Execute checks") re-reads what landed without landing anything.
 """
 
 import contextlib
+import logging
 from collections.abc import Iterator
 from urllib.parse import quote
 
@@ -39,12 +40,12 @@ from partner_ingest.defs.asset_keys import (
     object_check_key,
 )
 from partner_ingest.defs.checks import check_specs, expansion_check_evaluation, object_check_evaluation
-from partner_ingest.defs.partitions import partner_partitions
+from partner_ingest.defs.partitions import archive_partitions, archives_partitions_name, partner_partitions
 from partner_ingest.defs.pools import partner_pool
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.defs.tags import DATA_VERSION_TAG
 from partner_ingest.errors import PartitionKeyError, PartnerIngestError
-from partner_ingest.ingest.archives import Expansion, is_archive_name
+from partner_ingest.ingest.archives import Expansion, expand_archive, is_archive_name
 from partner_ingest.ingest.run_pipeline import (
     FileOutcome,
     RunPipeline,
@@ -166,30 +167,52 @@ def build_files_asset(partner: PartnerConfig, landing: LandingConfig) -> AssetsD
         skippable=True)]
     if partner.unzip:
         specs.append(AssetSpec(
-            contents_asset_key(partner), group_name=partner.name, partitions_def=partitions, deps=[files_key],
-            kinds={"s3"}, skippable=True,
-            description="Entries of the partner's zip archives, expanded under '<archive>.unzipped/'."))
+            contents_asset_key(partner), group_name=partner.name, partitions_def=archive_partitions(partner),
+            deps=[files_key], kinds={"s3"}, skippable=True,
+            description=("Entries of the partner's zip archives, expanded under '<archive>.unzipped/' by the run "
+                         "that lands the archive. One partition per archive (keyed like its file); materialize "
+                         "one here to expand its landed archive again.")))
 
     @multi_asset(name=f"{partner.name}_files", specs=specs, check_specs=check_specs(partner, partitions),
                  can_subset=True, pool=partner_pool(partner))
     def _partner_files(context: AssetExecutionContext, sftp: ResourceParam[SftpResource],
                        s3: ResourceParam[S3Resource]) -> Iterator:
+        context.log.addFilter(_CheckOutputsNotice())
         client = s3.get_client()
         keys = context.partition_keys
         if files_key not in context.selected_asset_keys:
-            yield from _checks_only(context, partner, landing, client, keys)
+            yield from _from_landed(context, partner, landing, client, keys)
             return
         yield from _land(context, partner, landing, sftp, client, keys)
 
     return _partner_files
 
 
+class _CheckOutputsNotice(logging.Filter):
+    """Drops Dagster's INFO "did not yield or return expected outputs {'..._landed_object_matches'}".
+
+    Dagster counts a check as emitted only as an ``AssetCheckResult``, which has no partition; per-file
+    results must be ``AssetCheckEvaluation``s (see checks.py), so every run would log that line although
+    each file's check was recorded. It tells an operator nothing they can act on.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "did not yield or return expected outputs" not in record.getMessage()
+
+
 def _wanted(context: AssetExecutionContext, partner: PartnerConfig) -> Wanted:
-    """What besides landing the run was asked for, from the asset and check selection."""
-    checks = context.selected_asset_check_keys
-    return Wanted(object_check=object_check_key(partner) in checks,
-                  archive_contents=contents_asset_key(partner) in context.selected_asset_keys,
-                  expansion_check=expansion_check_key(partner) in checks)
+    """What besides landing the run was asked for. Archives are expanded and checked by the run that lands
+    them (the contents asset has its own partition set, so it cannot share a run's partition range)."""
+    return Wanted(object_check=object_check_key(partner) in context.selected_asset_check_keys,
+                  archive_contents=partner.unzip, expansion_check=partner.unzip)
+
+
+def _register_archive(context: AssetExecutionContext, partner: PartnerConfig, key: str) -> None:
+    """An archive becomes a partition of the contents asset when it is first expanded, whoever launched
+    the run (sensor, UI, backfill)."""
+    name = archives_partitions_name(partner)
+    if not context.instance.has_dynamic_partition(name, key):
+        context.instance.add_dynamic_partitions(name, [key])
 
 
 def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, sftp: SftpResource,
@@ -205,6 +228,8 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
     with contextlib.closing(run.outcomes()) as outcomes:
         for outcome in outcomes:
             _log_file(context, outcome, landing.bucket)
+            if outcome.expansion is not None or outcome.expansion_error is not None:
+                _register_archive(context, partner, outcome.partition_key)
             yield from _file_events(partner, landing, outcome, _region_of(client))
     if report.unreachable is not None:
         raise Failure(description=str(report.unreachable), metadata={"files_not_landed": len(report.accepted)})
@@ -257,10 +282,12 @@ def _fail_run(partner: PartnerConfig, failures: list[PartnerIngestError], waitin
     )
 
 
-def _checks_only(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, client,
+def _from_landed(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, client,
                  keys: list[str]) -> Iterator:
-    """Re-verify what landed (e.g. after someone touched the bucket), from each partition's latest metadata."""
+    """Work on what landed, from each partition's latest metadata, without reading the partner: re-verify
+    (e.g. after someone touched the bucket), and with the contents asset selected, expand archives again."""
     selected = context.selected_asset_check_keys
+    expand = partner.unzip and contents_asset_key(partner) in context.selected_asset_keys
     keys, refused = refuse_foreign_keys(partner, keys)
     for key in keys:
         records = context.instance.fetch_materializations(
@@ -281,7 +308,19 @@ def _checks_only(context: AssetExecutionContext, partner: PartnerConfig, landing
             yield object_check_evaluation(partner, key, verify_landed_object(
                 client, bucket=landing.bucket, key=s3_key, size=meta["size"].value, sha256=meta["sha256"].value,
                 version_id=recorded_version or None))
-        if partner.unzip and expansion_check_key(partner) in selected and is_archive_name(s3_key):
+        if expand and is_archive_name(s3_key):
+            try:
+                expansion = expand_archive(
+                    client, bucket=landing.bucket, archive_key=s3_key, partner=partner.name,
+                    remote_path=meta["remote_path"].value, limits=partner.unzip_limits,
+                    version_id=(meta["s3_version_id"].value if "s3_version_id" in meta else None) or None)
+            except PartnerIngestError as exc:
+                refused.append(exc)
+                continue
+            context.log.info(f"expanded {s3_uri(landing.bucket, s3_key)} again: {len(expansion.entries)} entries, "
+                             f"{expansion.total_bytes} bytes under {s3_uri(landing.bucket, expansion.prefix)}")
+            yield _contents_materialization(partner, key, expansion, landing.bucket)
+        if partner.unzip and (expand or expansion_check_key(partner) in selected) and is_archive_name(s3_key):
             yield expansion_check_evaluation(partner, key, verify_archive_expansion(
                 client, bucket=landing.bucket, archive_key=s3_key))
     if refused:

@@ -8,6 +8,7 @@ from dagster import AssetCheckEvaluation, AssetCheckSeverity, AssetCheckSpec, Me
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.asset_keys import EXPANSION_CHECK, OBJECT_CHECK, contents_asset_key, files_asset_key
+from partner_ingest.defs.partitions import archive_partitions
 from partner_ingest.ingest.run_pipeline import ExpansionVerification, ObjectVerification
 from partner_ingest.s3.keys import s3_uri
 
@@ -17,7 +18,7 @@ def check_specs(partner: PartnerConfig, partitions: PartitionsDefinition) -> lis
                             description="The S3 object exists with the size and SHA-256 read from the partner.")]
     if partner.unzip:
         specs.append(AssetCheckSpec(
-            EXPANSION_CHECK, asset=contents_asset_key(partner), partitions_def=partitions,
+            EXPANSION_CHECK, asset=contents_asset_key(partner), partitions_def=archive_partitions(partner),
             description="Every entry of the archive's central directory is under its prefix with its size."))
     return specs
 

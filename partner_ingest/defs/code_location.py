@@ -14,6 +14,6 @@ def build_definitions(config: IngestConfig) -> Definitions:
     for partner in config.partners:
         files = build_files_asset(partner, config.landing)
         assets.append(files)
-        sensors.append(build_files_sensor(partner, files))
+        sensors.append(build_files_sensor(partner))
     sensors.append(build_notifications_sensor(config))  # one per deployment, across partners
     return Definitions(assets=assets, sensors=sensors, resources=default_resources())

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 import paramiko
 from dagster import (
-    AssetsDefinition,
+    AssetSelection,
     DagsterEventType,
     DagsterRunStatus,
     DefaultSensorStatus,
@@ -49,9 +49,9 @@ def sensor_name(partner: PartnerConfig) -> str:
     return f"{partner.name}_files_sensor"
 
 
-def run_requests(partner: PartnerConfig, plan: Plan, files_asset: AssetsDefinition) -> list[RunRequest]:
-    """Each run selects the partner's files (and archive contents) with their checks."""
-    selection = sorted(files_asset.keys)
+def run_requests(partner: PartnerConfig, plan: Plan) -> list[RunRequest]:
+    """Each run selects the partner's files with their checks; archives are expanded by the same run."""
+    selection = [files_asset_key(partner)]
     requests = []
     for batch in plan.runs:
         tags = {PARTNER_TAG: partner.name, FILE_COUNT_TAG: str(len(batch.keys))}
@@ -158,14 +158,15 @@ def _report_problems(context: SensorEvaluationContext, partner: PartnerConfig, l
         cursor.problems_digest = digest
 
 
-def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) -> SensorDefinition:
+def build_files_sensor(partner: PartnerConfig) -> SensorDefinition:
     partitions = partner_partitions(partner)
 
     @sensor(
         name=sensor_name(partner),
         minimum_interval_seconds=partner.sensor.interval_seconds,
         default_status=DefaultSensorStatus.RUNNING if partner.sensor.running else DefaultSensorStatus.STOPPED,
-        target=files_asset,
+        # The files asset only (with its checks): archive contents have their own partition set.
+        target=AssetSelection.assets(files_asset_key(partner)),
         description=(f"Lists {partner.host}:{partner.port}{partner.remote_dir} and lands new and changed files "
                      f"once stable, in runs of up to {partner.limits.max_files_per_run} files."),
         tags={PARTNER_TAG: partner.name},
@@ -212,7 +213,7 @@ def build_files_sensor(partner: PartnerConfig, files_asset: AssetsDefinition) ->
         if plan.regroup_keys:
             partition_requests.append(partitions.build_delete_request(plan.regroup_keys))
         result = SensorResult(
-            run_requests=run_requests(partner, plan, files_asset),
+            run_requests=run_requests(partner, plan),
             dynamic_partitions_requests=partition_requests,
             cursor=plan.cursor.encode(),
         )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dagster import DagsterInstance, ExecuteInProcessResult, materialize
 
 from partner_ingest.config import LandingConfig, PartnerConfig
+from partner_ingest.defs.asset_keys import files_asset_key
 from partner_ingest.defs.assets import build_files_asset
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.resources import default_resources
@@ -24,5 +25,6 @@ def land(partner: PartnerConfig, bucket: str, relative_paths: Sequence[str],
     asset = build_files_asset(partner, LandingConfig(bucket=bucket))
     tags = {RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]} if len(keys) > 1 else {}
     result = materialize([asset], instance=instance, resources=resources or default_resources(),
+                         selection=[files_asset_key(partner)],
                          partition_key=keys[0] if len(keys) == 1 else None, tags=tags, raise_on_error=False)
     return result, instance, keys

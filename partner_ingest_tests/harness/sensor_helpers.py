@@ -48,7 +48,7 @@ class SensorDriver:
         results = []
         for request in run_requests:
             # The resolved asset already carries the code location's resources.
-            results.append(materialize([self.asset], instance=self.instance,
+            results.append(materialize([self.asset], instance=self.instance, selection=request.asset_selection,
                                        partition_key=request.partition_key, tags=dict(request.tags),
                                        raise_on_error=False))
         self.launched.extend(results)

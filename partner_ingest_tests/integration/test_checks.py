@@ -67,3 +67,31 @@ def test_archive_expansion_check_fails_when_an_entry_goes_missing(make_partner, 
         check = AssetCheckKey(contents_asset_key(rig.partner), EXPANSION_CHECK)
         rerun = _run_checks(rig, instance, keys, check)
         assert _evaluations(instance, rerun.run_id, EXPANSION_CHECK) == {keys[0]: False}
+
+
+def test_only_archives_are_contents_partitions_and_materializing_one_expands_it_again(make_partner, s3):
+    from partner_ingest.defs.partitions import archives_partitions_name
+
+    rig = make_partner(unzip=True)
+    rig.write("in/a.csv", b"a" * 100)
+    rig.write("in/batch.zip", make_zip({"x.csv": b"x" * 1000}))
+    rig.write("in/b.csv", b"b" * 100)
+    with instance_for_test() as instance:
+        result, _, keys = land(rig.partner, rig.landing.bucket, ["in/a.csv", "in/b.csv", "in/batch.zip"],
+                               instance=instance)
+        assert result.success
+        contents = contents_asset_key(rig.partner)
+        assert instance.get_dynamic_partitions(archives_partitions_name(rig.partner)) == ["in/batch.zip"]
+        assert instance.get_materialized_partitions(contents) == {"in/batch.zip"}
+        assert instance.get_materialized_partitions(files_asset_key(rig.partner)) == set(keys)
+
+        entry = f"partners/{rig.partner.name}/in/batch.zip.unzipped/x.csv"
+        s3.delete_object(Bucket=rig.landing.bucket, Key=entry)
+        asset = build_files_asset(rig.partner, rig.landing)
+        again = materialize([asset], instance=instance, resources=default_resources(), selection=[contents],
+                            partition_key="in/batch.zip", raise_on_error=False)
+        assert again.success
+        assert s3.head_object(Bucket=rig.landing.bucket, Key=entry)["ContentLength"] == 1000
+        assert _evaluations(instance, again.run_id, EXPANSION_CHECK) == {"in/batch.zip": True}
+        assert not any("did not yield or return expected outputs" in (r.user_message or "")
+                       for r in instance.all_logs(result.run_id))

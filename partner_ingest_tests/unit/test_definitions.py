@@ -14,7 +14,7 @@ from dagster import Definitions
 from partner_ingest.config import BUCKET_ENV, CONFIG_ENV, IngestConfig, load_config, parse_config
 from partner_ingest.defs.asset_keys import contents_asset_key, expansion_check_key, files_asset_key, object_check_key
 from partner_ingest.defs.code_location import build_definitions
-from partner_ingest.defs.partitions import partitions_name
+from partner_ingest.defs.partitions import archives_partitions_name, partitions_name
 from partner_ingest.defs.pools import partner_pool
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.defs.sensors import sensor_name
@@ -49,7 +49,9 @@ def _assert_loads(defs: Definitions, config: IngestConfig) -> None:
             wanted_assets.add(contents_asset_key(partner))
             wanted_checks.add(expansion_check_key(partner))
         files = defs.resolve_assets_def(files_asset_key(partner))
-        assert files.partitions_def.name == partitions_name(partner)
+        assert graph.get(files_asset_key(partner)).partitions_def.name == partitions_name(partner)
+        if partner.unzip:  # only archives are partitions of the contents asset
+            assert graph.get(contents_asset_key(partner)).partitions_def.name == archives_partitions_name(partner)
         assert {node.pool for node in files.node_def.iterate_op_defs()} == {partner_pool(partner)}
         assert defs.resolve_sensor_def(sensor_name(partner)).name == sensor_name(partner)
     assert set(defs.resolve_all_asset_keys()) == wanted_assets
@@ -57,8 +59,8 @@ def _assert_loads(defs: Definitions, config: IngestConfig) -> None:
     assert {s.name for s in repository.sensor_defs} == \
         {sensor_name(p) for p in config.partners} | {"partner_notifications_sensor"}
     assert set(defs.resources or {}) == set(default_resources())
-    job = defs.resolve_implicit_global_asset_job_def()
-    assert set(job.asset_layer.selected_asset_keys) == wanted_assets
+    for key in wanted_assets:  # each asset can be launched (Dagster makes one implicit job per partition set)
+        assert key in defs.resolve_implicit_job_def_def_for_assets([key]).asset_layer.selected_asset_keys
 
 
 @pytest.mark.parametrize("config", [_example, _two_partners], ids=["example", "two-partners"])
