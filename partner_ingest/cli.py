@@ -81,6 +81,44 @@ def check(partners: tuple[str, ...], config_file: Path | None) -> None:
 
 
 @cli.command()
+@click.argument("partners", nargs=-1)
+@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="partners.yaml to read (default $PARTNER_INGEST_CONFIG or ./partners.yaml)")
+@click.option("--demo", "demo_state", is_flag=False, flag_value=".demo", default=None,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="list the running local demo's bucket (its state dir, default .demo)")
+@click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
+              help="at most this many objects per partner")
+def landed(partners: tuple[str, ...], config_file: Path | None, demo_state: Path | None, limit: int) -> None:
+    """List what landed for PARTNERS (all when none): S3 key, size, time and the sha256 tag.
+
+    Reads the landing bucket with boto3 from the standard AWS environment (AWS_ENDPOINT_URL, region,
+    credentials); no AWS CLI needed. Never reads the partner's server.
+    """
+    from partner_ingest.errors import PartnerIngestError
+    from partner_ingest.landed_listing import demo_config_and_client, landed_objects
+
+    try:
+        if demo_state is not None:
+            config, s3 = demo_config_and_client(demo_state)
+        else:
+            import boto3
+
+            from partner_ingest.config import load_config
+            config, s3 = load_config(config_file), boto3.client("s3")
+        count = 0
+        for item in landed_objects(config, s3, partners, limit):
+            count += 1
+            stamp = item.last_modified.strftime("%Y-%m-%d %H:%M:%S")
+            click.echo(f"{stamp}  {item.size:>12}  sha256 {item.sha256 or '(no tag)':<64}  "
+                       f"s3://{config.landing.bucket}/{item.key}")
+    except PartnerIngestError as exc:
+        click.echo(f"partner-ingest landed: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"{count} object(s) in s3://{config.landing.bucket}")
+
+
+@cli.command()
 @click.option("--port", type=PORT, default=3000, show_default=True, help="port of the Dagster UI on 127.0.0.1")
 @click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
               show_default=True, help="where partners.yaml, DAGSTER_HOME and the SFTP files live")

@@ -33,9 +33,6 @@ import yaml
 from partner_ingest.config import BUCKET_ENV, CONFIG_ENV, parse_config
 from partner_ingest.defs.tags import PARTNER_TAG
 from partner_ingest.demo.object_store import (
-    DEMO_ACCESS_KEY_ID,
-    DEMO_REGION,
-    DEMO_SECRET_ACCESS_KEY,
     DemoObjectStore,
     demo_aws_environment,
 )
@@ -139,8 +136,8 @@ def child_environment(paths: DemoPaths, endpoint_url: str, base: Mapping[str, st
 
 def dagster_command(port: int, host: str = LOOPBACK) -> list[str]:
     """``dagster dev`` through this interpreter, so it works even when the venv's bin is not on PATH."""
-    return [sys.executable, "-m", "dagster", "dev", "-h", host, "-p", str(port), "-m", DEFINITIONS_MODULE,
-            "-d", str(PROJECT_ROOT)]
+    return [sys.executable, "-m", "partner_ingest.demo.dagster_dev", "dev", "-h", host, "-p", str(port),
+            "-m", DEFINITIONS_MODULE, "-d", str(PROJECT_ROOT)]
 
 
 def run_demo(port: int = DEFAULT_UI_PORT, state_dir: Path | str | None = None) -> int:
@@ -297,8 +294,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _print_banner(ui_url: str, sftp: SftpEndpoint, endpoint_url: str, paths: DemoPaths) -> None:
-    aws = (f"AWS_ACCESS_KEY_ID={DEMO_ACCESS_KEY_ID} AWS_SECRET_ACCESS_KEY={DEMO_SECRET_ACCESS_KEY} "
-           f"aws --endpoint-url {endpoint_url} --region {DEMO_REGION} s3 ls s3://{DEMO_BUCKET}/ --recursive")
+    listing = f".venv/bin/partner-ingest landed --demo {paths.state_dir}"
     lines = [
         "",
         "partner-ingest demo",
@@ -306,7 +302,7 @@ def _print_banner(ui_url: str, sftp: SftpEndpoint, endpoint_url: str, paths: Dem
         f"  SFTP         sftp://{sftp.username}@{sftp.host}:{sftp.port}/{INBOUND_DIR}  host key {sftp.fingerprint}",
         f"               serving {paths.sftp_root / INBOUND_DIR}; drop more *.csv files there to see them picked up",
         f"  S3 (moto)    s3://{DEMO_BUCKET} at {endpoint_url}, in memory: empty on every start",
-        f"  List it      {aws}",
+        f"  List it      {listing}  (S3 key, size, sha256; no AWS CLI needed)",
         f"  State        {paths.state_dir}  (partners.yaml, DAGSTER_HOME; delete it for a clean slate)",
         "  Stop         Ctrl-C",
         "",

@@ -86,3 +86,35 @@ def test_validate_ok_and_invalid(tmp_path, make_partner):
     bad.write_text(yaml.safe_dump(raw))
     result = CliRunner().invoke(cli, ["validate", str(bad)])
     assert result.exit_code == 1 and rig.partner.name in result.output and "port" in result.output, result.output
+
+
+def test_landed_lists_each_object_with_size_and_sha256(tmp_path, make_partner, s3):
+    import hashlib
+
+    from partner_ingest_tests.harness.dagster_helpers import land
+
+    rig = make_partner()
+    body = b"landed bytes " * 50
+    rig.write("in/Q3 résumé.csv", body)
+    result, _, _ = land(rig.partner, rig.landing.bucket, ["in/Q3 résumé.csv"])
+    assert result.success
+    config = _write(tmp_path, rig)
+    listed = _run("landed", rig.partner.name, "--config", str(config))
+    assert listed.exit_code == 0, listed.output
+    line = next(s for s in listed.output.splitlines() if "résumé" in s)
+    assert hashlib.sha256(body).hexdigest() in line and f" {len(body)} " in line
+    assert f"s3://{rig.landing.bucket}/partners/{rig.partner.name}/in/Q3 résumé.csv" in line
+    assert listed.output.strip().endswith(f"1 object(s) in s3://{rig.landing.bucket}")
+
+    unknown = CliRunner().invoke(cli, ["landed", "nobody", "--config", str(config)])
+    assert unknown.exit_code == 1 and "nobody" in unknown.output
+    no_demo = CliRunner().invoke(cli, ["landed", "--demo", str(tmp_path / "no-demo")])
+    assert no_demo.exit_code == 1 and "no running demo" in no_demo.output and "scripts/demo.sh" in no_demo.output
+
+
+def test_landed_names_the_bucket_it_cannot_list(tmp_path, make_partner, monkeypatch):
+    rig = make_partner()
+    monkeypatch.setenv("PARTNER_INGEST_BUCKET", "no-such-bucket-here")
+    result = CliRunner().invoke(cli, ["landed", "--config", str(_write(tmp_path, rig))])
+    assert result.exit_code == 1
+    assert "cannot list s3://no-such-bucket-here/" in result.output and "What to do" in result.output
