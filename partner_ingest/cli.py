@@ -64,9 +64,9 @@ def check(partners: tuple[str, ...], config_file: Path | None) -> None:
 
     Per partner, in order: config OK, secret found, TCP reachable, host key matches the pin,
     authentication OK, remote directory readable, server capabilities (largest read answered, size and
-    mtime in the listing), files matching the globs (count and bytes). A partner stops at its first
-    failure, whose line says what to do; the exit code is 1 if any partner failed. Not yet checked: how
-    many matching files are not yet landed, and whether directory mtimes change when files do.
+    mtime in the listing, whether directory mtimes follow their files), files matching the globs (count,
+    bytes, how many not yet landed in S3). A partner stops at its first failure, whose line says what to
+    do; the exit code is 1 if any partner failed. Never prints a secret.
     """
     from partner_ingest.operator_check import check as run_check
 

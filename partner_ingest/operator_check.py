@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import posixpath
 import socket
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import paramiko
+from botocore.exceptions import BotoCoreError, ClientError
 
 from partner_ingest.config import IngestConfig, load_config
 from partner_ingest.errors import (
@@ -106,9 +109,12 @@ def _size(count: int) -> str:
     return f"{count} bytes"
 
 
-def check(names: Iterable[str] = (), config: Path | str | None = None, *, resources: dict | None = None
-          ) -> Iterator[Step]:
-    """Check each named partner (all when none), in order; a partner stops at its first failed step."""
+def check(names: Iterable[str] = (), config: Path | str | None = None, *, resources: dict | None = None,
+          s3: Any = None) -> Iterator[Step]:
+    """Check each named partner (all when none), in order; a partner stops at its first failed step.
+
+    ``s3``: the client for the landing bucket (default: boto3's, from the standard AWS environment, the
+    same environment the code location's S3 resource reads)."""
     try:
         ingest: IngestConfig = load_config(config)
     except ConfigError as exc:
@@ -122,12 +128,75 @@ def check(names: Iterable[str] = (), config: Path | str | None = None, *, resour
     if resources is None:
         from partner_ingest.defs.resources import default_resources
         resources = default_resources()
+    if s3 is None:
+        import boto3
+        s3 = boto3.client("s3")
     sftp = resources["sftp"]
     for name in wanted:
-        yield from _check_partner(ingest, name, sftp)
+        yield from _check_partner(ingest, name, sftp, s3)
 
 
-def _check_partner(ingest: IngestConfig, name: str, sftp) -> Iterator[Step]:
+# Directories whose mtime is compared with their newest file: a sample, one STAT each.
+DIRECTORY_SAMPLE = 50
+# Landed objects compared by listing the prefix: beyond this many, the count is given as "at most".
+LANDED_LISTING_LIMIT = 100_000
+
+
+def _directory_mtimes(session, listing) -> str:
+    """Whether directory mtimes move when files arrive: a directory older than a file inside it means
+    files were rewritten in place or the server does not update them, so nothing may rely on them to skip
+    unchanged directories (the sensor lists every directory; this tells whether a cheaper walk could)."""
+    newest: dict[str, int] = {}
+    for entry in listing.files:
+        if entry.mtime is not None:
+            parent = posixpath.dirname(entry.relative_path)
+            newest[parent] = max(newest.get(parent, entry.mtime), entry.mtime)
+    if not newest:
+        return "directory mtimes not compared (no file with an mtime)"
+    sample = sorted(newest)[:DIRECTORY_SAMPLE]
+    missing = behind = 0
+    for relative in sample:
+        try:
+            mtime = session.sftp.stat(session.remote_path(relative) if relative else session.partner.remote_dir
+                                      ).st_mtime
+        except (OSError, paramiko.SSHException):
+            missing += 1
+            continue
+        if mtime is None:
+            missing += 1
+        elif int(mtime) + 1 < newest[relative]:
+            behind += 1
+    if missing == len(sample):
+        return "directory mtimes missing"
+    if behind:
+        return (f"directory mtimes: {behind} of {len(sample)} directories older than a file inside them "
+                "(files rewritten in place, or the server does not update directory mtimes)")
+    return f"directory mtimes follow their files ({len(sample)} directories compared)"
+
+
+def _not_landed(ingest: IngestConfig, partner, listing, s3) -> str:
+    """How many matching files have no object of their size at their landing key (one listing of the
+    prefix, never the partner's bytes). A different size counts as not landed: the run lands it again."""
+    from partner_ingest.s3.keys import landing_key
+
+    prefix = partner.landing_prefix.rstrip("/") + "/"
+    sizes: dict[str, int] = {}
+    try:
+        pages = s3.get_paginator("list_objects_v2").paginate(Bucket=ingest.landing.bucket, Prefix=prefix)
+        for page in pages:
+            for item in page.get("Contents", []):
+                sizes[item["Key"]] = int(item["Size"])
+            if len(sizes) >= LANDED_LISTING_LIMIT:
+                break
+    except (ClientError, BotoCoreError) as exc:
+        code = exc.response.get("Error", {}).get("Code", "") if isinstance(exc, ClientError) else type(exc).__name__
+        return f"not-yet-landed count unknown: cannot list s3://{ingest.landing.bucket}/{prefix} ({code})"
+    waiting = sum(sizes.get(landing_key(partner.landing_prefix, e.relative_path)) != e.size for e in listing.files)
+    at_most = "at most " if len(sizes) >= LANDED_LISTING_LIMIT and waiting else ""
+    return f"{at_most}{waiting} not yet landed in s3://{ingest.landing.bucket}/{prefix}"
+
+
+def _check_partner(ingest: IngestConfig, name: str, sftp, s3) -> Iterator[Step]:
     try:
         partner = ingest.partner(name)
     except ConfigError as exc:
@@ -198,7 +267,7 @@ def _check_partner(ingest: IngestConfig, name: str, sftp) -> Iterator[Step]:
             listed = f"{size_text}, {mtime_text}"
         else:
             listed = "size and mtime not seen (no matching files)"
-        yield Step(name, "server capabilities", True, f"{limit_text}; {listed}")
+        yield Step(name, "server capabilities", True, f"{limit_text}; {listed}; {_directory_mtimes(session, listing)}")
 
         total = sum(entry.size for entry in listing.files)
         notes = []
@@ -207,4 +276,5 @@ def _check_partner(ingest: IngestConfig, name: str, sftp) -> Iterator[Step]:
         if listing.truncated:
             notes.append("listing truncated")
         suffix = f" ({'; '.join(notes)})" if notes else ""
-        yield Step(name, "files matching the globs", True, f"{len(listing.files)} file(s), {_size(total)}{suffix}")
+        yield Step(name, "files matching the globs", True,
+                   f"{len(listing.files)} file(s), {_size(total)}{suffix}; {_not_landed(ingest, partner, listing, s3)}")

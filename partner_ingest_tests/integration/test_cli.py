@@ -3,7 +3,9 @@ failing step, validate reports config errors."""
 
 from __future__ import annotations
 
+import os
 import socket
+import time
 
 import pytest
 import yaml
@@ -56,6 +58,18 @@ def test_check_passes_for_a_good_partner(tmp_path, make_partner):
     assert steps == ["config OK", "secret found", "TCP reachable", "host key matches the pin", "authentication OK",
                      "remote directory readable", "server capabilities", "files matching the globs"]
     assert "2 file(s), 15 bytes" in result.output and "FAIL" not in result.output
+    assert "2 not yet landed in s3://" in result.output
+    assert "directory mtimes follow their files (1 directories compared)" in result.output
+
+    from partner_ingest_tests.harness.dagster_helpers import land
+    assert land(rig.partner, rig.landing.bucket, ["a.csv"])[0].success
+    # A file rewritten in place: its mtime moves past its directory's, which creating it had set.
+    later = time.time() + 120
+    os.utime(rig.tree / "b.csv", (later, later))
+    again = _run("check", "--config", str(_write(tmp_path, rig)))
+    assert again.exit_code == 0, again.output
+    assert "1 not yet landed in s3://" in again.output
+    assert "directory mtimes: 1 of 1 directories older than a file inside them" in again.output
 
 
 @pytest.mark.parametrize(("kwargs", "step", "words"), [
