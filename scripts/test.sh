@@ -14,6 +14,7 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)          # the tests check no process outlives them
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)        # the sshd fixture's test accounts
+[ -x /usr/bin/chromium ] || missing+=(chromium)                # the browser test (Playwright drives it)
 if [ ! -x /usr/sbin/proftpd ]; then                            # the second SFTP server: ProFTPD mod_sftp
   missing+=(proftpd-core proftpd-mod-crypto)
 elif [ ! -f /usr/lib/proftpd/mod_sftp.so ]; then
@@ -35,9 +36,22 @@ bash scripts/bootstrap.sh test
 bash deploy/ecs/install_lint_tools.sh   # cfn-lint in .venv, checkov in its own .venv-checkov
 .venv/bin/ruff check .
 started=$(date +%s)
+since=$(mktemp)   # what the suite leaves behind is what is newer than this
+accounts_before=$(for user in pi_pw pi_key; do id "$user" >/dev/null 2>&1 && echo "$user"; done | xargs)
 if [ "$(id -u)" -eq 0 ]; then
   .venv/bin/python -m pytest "$@"
 else
   sudo --preserve-env=PATH .venv/bin/python -m pytest "$@"
 fi
 echo "test suite wall time: $(( $(date +%s) - started )) s"
+# The fixtures remove what they made: the test accounts, their password file and their directories.
+leftovers=$(find /tmp /var/lib -maxdepth 1 -newer "$since" \( -name 'pi-sshd-*' -o -name 'pi-proftpd-*' \
+  -o -name partner-ingest-tests \) 2>/dev/null | head -5)
+for user in pi_pw pi_key; do
+  if id "$user" >/dev/null 2>&1 && [[ " $accounts_before " != *" $user "* ]]; then leftovers+=" account $user"; fi
+done
+rm -f "$since"
+if [ -n "$leftovers" ]; then
+  echo "the test suite left these behind (its fixtures should remove them): $leftovers" >&2
+  exit 1
+fi

@@ -23,8 +23,9 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from partner_ingest_tests.harness import accounts
+from partner_ingest_tests.harness.accounts import PASSWORD_USER
 from partner_ingest_tests.harness.processes import free_port, run_tool, stop_process, wait_for_port
-from partner_ingest_tests.harness.sshd import PASSWORD_USER
 
 PROFTPD = shutil.which("proftpd") or "/usr/sbin/proftpd"
 FTPASSWD = shutil.which("ftpasswd") or "/usr/sbin/ftpasswd"
@@ -46,8 +47,14 @@ class Proftpd:
     sftp_log_path: Path = field(default_factory=Path)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
+        """Stop proftpd by its PID, delete its directory and, if no other process still uses them, the
+        test accounts (its virtual user runs as ``pi_pw``)."""
+        try:
+            if self.proc is not None:
+                stop_process(self.proc)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            accounts.release("proftpd")
 
 
 def _check_installed() -> None:
@@ -124,6 +131,7 @@ def start_proftpd(password: str | None = None) -> Proftpd:
         host_keys[kind] = " ".join(Path(f"{path}.pub").read_text().split()[:2])
         key_paths.append(path)
 
+    accounts.acquire("proftpd")
     owner = pwd.getpwnam(PASSWORD_USER)
     # ftpasswd ships with proftpd-core; it prints "ftpasswd: <crypt(3) SHA-512 hash>".
     crypted = run_tool(FTPASSWD, "--hash", "--sha512", "--stdin", input=password + "\n").split()[-1]

@@ -16,10 +16,11 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from partner_ingest_tests.harness import accounts
 from partner_ingest_tests.harness.processes import free_port, run_tool, stop_process, wait_for_port
 
-PASSWORD_USER = "pi_pw"
-KEY_USER = "pi_key"
+PASSWORD_USER = accounts.PASSWORD_USER
+KEY_USER = accounts.KEY_USER
 SSHD = shutil.which("sshd") or "/usr/sbin/sshd"
 
 
@@ -43,28 +44,14 @@ class Sshd:
     log_path: Path = field(default_factory=Path)
 
     def stop(self) -> None:
-        if self.proc is not None:
-            stop_process(self.proc)
-
-
-def _ensure_user(name: str) -> None:
-    try:
-        pwd.getpwnam(name)
-    except KeyError:
-        run_tool("useradd", "--no-create-home", "--home-dir", "/nonexistent", "--shell", "/usr/sbin/nologin", name)
-
-
-def _machine_password() -> str:
-    """One random password per machine (root-only file), so concurrent test sessions agree on it."""
-    path = Path("/var/lib/partner-ingest-tests/pi_pw.password")
-    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:
-        return path.read_text().strip()
-    with os.fdopen(fd, "w") as out:
-        out.write(secrets.token_urlsafe(18))
-    return path.read_text().strip()
+        """Stop sshd by its PID, delete its directory (keys, config, partner trees) and, if no other
+        process still uses them, the test accounts."""
+        try:
+            if self.proc is not None:
+                stop_process(self.proc)
+        finally:
+            shutil.rmtree(self.workdir, ignore_errors=True)
+            accounts.release("sshd")
 
 
 def _public(path: Path) -> str:
@@ -80,11 +67,7 @@ def start_sshd() -> Sshd:
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
     workdir = Path(tempfile.mkdtemp(prefix="pi-sshd-"))
     workdir.chmod(0o755)
-    for user in (PASSWORD_USER, KEY_USER):
-        _ensure_user(user)
-    password = _machine_password()
-    run_tool("chpasswd", input=f"{PASSWORD_USER}:{password}\n")
-    run_tool("usermod", "-p", "*", KEY_USER)  # unlocked for key login with UsePAM no, no password
+    password = accounts.acquire("sshd")
 
     host_keys: dict[str, str] = {}
     host_key_paths = []
