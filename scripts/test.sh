@@ -14,7 +14,7 @@ command -v ssh-keygen >/dev/null 2>&1 || missing+=(openssh-client)
 command -v rclone >/dev/null 2>&1 || missing+=(rclone)
 command -v pgrep >/dev/null 2>&1 || missing+=(procps)          # the tests check no process outlives them
 command -v useradd >/dev/null 2>&1 || missing+=(passwd)        # the sshd fixture's test accounts
-[ -x /usr/bin/chromium ] || missing+=(chromium)                # the browser test (Playwright drives it)
+[ -x /usr/bin/chromium ] || missing+=(chromium fonts-dejavu-core)   # the browser test (Playwright drives it)
 if [ ! -x /usr/sbin/proftpd ]; then                            # the second SFTP server: ProFTPD mod_sftp
   missing+=(proftpd-core proftpd-mod-crypto)
 elif [ ! -f /usr/lib/proftpd/mod_sftp.so ]; then

@@ -5,64 +5,18 @@ SIGTERM to its process group."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 import urllib.request
-from pathlib import Path
 
 import boto3
-import pytest
 
 from partner_ingest.demo.object_store import DEMO_ACCESS_KEY_ID, DEMO_REGION, DEMO_SECRET_ACCESS_KEY
 from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest.s3.upload import SHA256_TAG
-from partner_ingest_tests.harness.processes import free_port, stop_process
+from partner_ingest_tests.harness.demo import demo_fixture  # noqa: F401  (the fixture `demo`)
+from partner_ingest_tests.harness.demo import graphql as _graphql
+from partner_ingest_tests.harness.demo import wait_for as _wait
 
 ASSET_PATH = ["partners", "demo", "files"]
-
-
-def _graphql(port: int, query: str, variables: dict | None = None) -> dict:
-    request = urllib.request.Request(
-        f"http://127.0.0.1:{port}/graphql", data=json.dumps({"query": query, "variables": variables or {}}).encode(),
-        headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback only
-        return json.load(response)
-
-
-def _wait(predicate, timeout: float, what: str, proc: subprocess.Popen, log: Path):
-    deadline = time.monotonic() + timeout
-    last_error: Exception | None = None
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            pytest.fail(f"the demo exited with {proc.returncode} while waiting for {what}:\n{log.read_text()[-3000:]}")
-        try:
-            value = predicate()
-            if value:
-                return value
-        except Exception as exc:  # the server is still coming up
-            last_error = exc
-        time.sleep(1)
-    pytest.fail(f"timed out after {timeout}s waiting for {what} ({last_error!r}):\n{log.read_text()[-3000:]}")
-
-
-@pytest.fixture
-def demo(tmp_path):
-    port = free_port()
-    log = tmp_path / "demo.log"
-    state = tmp_path / "state"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    with log.open("w") as out:
-        proc = subprocess.Popen([sys.executable, "-m", "partner_ingest.cli", "demo", "--port", str(port),
-                                 "--state-dir", str(state)], stdout=out, stderr=subprocess.STDOUT, env=env,
-                                start_new_session=True)
-    try:
-        yield port, state, proc, log
-    finally:
-        stop_process(proc, group=True, timeout=60)
-        assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout == b"", \
-            "processes of the demo outlived it"
 
 
 def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
