@@ -23,9 +23,10 @@ What it reads, per partner, from the ``partners/<name>/files`` asset:
   Dagster's "failed to materialize" events were not recorded for these failed runs (1.13.27), and the
   ``failed_files`` metadata holds remote paths, not partition keys, so neither is used.
 
-Sensor tick failures (e.g. the partner's files sensor meeting a changed host key while listing) are
-not read: a tick's origin is awkward to query from another sensor; the next run against the server
-fails with the same error and is seen here.
+* host key, also: the newest tick of the partner's files sensor, when it failed. The sensor lists the
+  server before any run exists, so with a changed key it fails at every tick and launches nothing; run
+  failures alone would never show it. Ticks are found through the instance's sensor states (by name, in
+  this code location when the daemon says which).
 """
 
 from __future__ import annotations
@@ -51,8 +52,13 @@ from dagster import (
     sensor,
 )
 
+# Dagster has no public API for another sensor's ticks; these are the instance's own types (1.13.27).
+from dagster._core.definitions.run_request import InstigatorType
+from dagster._core.scheduler.instigation import TickStatus
+
 from partner_ingest.config import IngestConfig, PartnerConfig
 from partner_ingest.defs.asset_keys import files_asset_key
+from partner_ingest.defs.sensors import sensor_name
 from partner_ingest.ingest.incidents import (
     FailedAttempt,
     Incident,
@@ -72,6 +78,7 @@ WEBHOOK_ENV = "PARTNER_INGEST_WEBHOOK_URL"
 UI_URL_ENVS = ("DAGSTER_WEBSERVER_URL", "PARTNER_INGEST_UI_URL")
 RUNNING_ENV = "PARTNER_INGEST_NOTIFICATIONS_RUNNING"
 MINIMUM_INTERVAL_SECONDS = 300
+INTERVAL_ENV = "PARTNER_INGEST_NOTIFICATIONS_INTERVAL_SECONDS"  # default MINIMUM_INTERVAL_SECONDS, at least 30
 RUN_LOOKBACK = 50  # newest runs of each partner's asset read per evaluation (enough for "3 in a row")
 PLANNED_PAGE = 1000
 PLANNED_PAGES = 10
@@ -197,8 +204,24 @@ def _run_failure_text(context: SensorEvaluationContext, run_id: str) -> str:
     return "\n".join(texts)
 
 
+def files_sensor_tick_errors(context: SensorEvaluationContext, names: Sequence[str]) -> dict[str, str]:
+    """Sensor name -> error text of its newest tick, for those of ``names`` whose newest tick failed."""
+    wanted = set(names)
+    location = getattr(context.code_location_origin, "location_name", None)
+    errors: dict[str, str] = {}
+    for state in context.instance.all_instigator_state(instigator_type=InstigatorType.SENSOR):
+        if state.instigator_name not in wanted:
+            continue
+        if location and state.origin.repository_origin.code_location_origin.location_name != location:
+            continue
+        ticks = context.instance.get_ticks(state.instigator_origin_id, state.selector_id, limit=1)
+        if ticks and ticks[0].status == TickStatus.FAILURE and ticks[0].error is not None:
+            errors[state.instigator_name] = ticks[0].error.to_string()
+    return errors
+
+
 def partner_incidents(context: SensorEvaluationContext, partner: PartnerConfig, watching_since: float,
-                      now: float) -> list[Incident]:
+                      now: float, sensor_tick_error: str | None = None) -> list[Incident]:
     key = files_asset_key(partner)
     latest = context.instance.fetch_materializations(key, limit=1).records
     last = latest[0] if latest else None
@@ -211,7 +234,8 @@ def partner_incidents(context: SensorEvaluationContext, partner: PartnerConfig, 
                          watching_since, now, run_id=last.run_id if last else None)
     if late:
         incidents.append(late)
-    host_key = host_key_incident(partner.name, failures, last.storage_id if last else None)
+    host_key = host_key_incident(partner.name, failures, last.storage_id if last else None,
+                                 sensor_tick_error=sensor_tick_error, sensor=sensor_name(partner))
     if host_key:
         incidents.append(host_key)
     incidents.extend(failing_file_incidents(partner.name, failures, landed,
@@ -219,11 +243,21 @@ def partner_incidents(context: SensorEvaluationContext, partner: PartnerConfig, 
     return incidents
 
 
+def interval_seconds() -> int:
+    """How often the sensor evaluates: ``$PARTNER_INGEST_NOTIFICATIONS_INTERVAL_SECONDS`` (at least 30), else
+    every 5 minutes. Read when the code location loads; an unreadable value keeps the default."""
+    raw = os.environ.get(INTERVAL_ENV, "").strip()
+    try:
+        return max(30, int(raw)) if raw else MINIMUM_INTERVAL_SECONDS
+    except ValueError:
+        return MINIMUM_INTERVAL_SECONDS
+
+
 def build_notifications_sensor(config: IngestConfig) -> SensorDefinition:
     partners = {p.name: p for p in config.partners}
     running = os.environ.get(RUNNING_ENV, "").strip().lower() in ("1", "true", "yes", "on")
 
-    @sensor(name=SENSOR_NAME, minimum_interval_seconds=MINIMUM_INTERVAL_SECONDS,
+    @sensor(name=SENSOR_NAME, minimum_interval_seconds=interval_seconds(),
             default_status=DefaultSensorStatus.RUNNING if running else DefaultSensorStatus.STOPPED,
             description=(
                 "Tells an operator when a partner is late (expect_every passed without a new landing), a "
@@ -238,9 +272,15 @@ def build_notifications_sensor(config: IngestConfig) -> SensorDefinition:
         channels = Channels(context.log)
         current: list[Incident] = []
         evaluated: list[str] = []
+        try:
+            tick_errors = files_sensor_tick_errors(context, [sensor_name(p) for p in partners.values()])
+        except Exception as exc:  # noqa: BLE001  (without ticks, run failures still tell)
+            context.log.error(f"could not read the files sensors' ticks: {type(exc).__name__}: {exc}")
+            tick_errors = {}
         for partner in partners.values():
             try:
-                current.extend(partner_incidents(context, partner, since, now))
+                current.extend(partner_incidents(context, partner, since, now,
+                                                 sensor_tick_error=tick_errors.get(sensor_name(partner))))
                 evaluated.append(partner.name)
             except Exception as exc:  # noqa: BLE001  (one partner's unreadable events must not silence others)
                 context.log.error(f"partner '{partner.name}': could not evaluate incidents: "

@@ -5,8 +5,9 @@ Three kinds, each with a stable id so the notifications sensor's cursor can reme
 * ``late:<partner>``: the partner's ``expect_every`` window passed without a new landing;
 * ``file:<partner>:<partition key>``: a file failed in ``threshold`` runs in a row (failures after its
   latest successful landing, counted once per run);
-* ``host_key:<partner>``: a run failed because the server offered a host key that is not pinned, and no
-  landing has succeeded since.
+* ``host_key:<partner>``: the partner's files sensor's newest tick failed because the server offered a
+  host key that is not pinned (the sensor lists before any run exists, so with a changed key no run is
+  ever launched), or a run failed so and no landing has succeeded since.
 
 The cursor keeps only the ids of open incidents (plus when watching started), so it stays small.
 """
@@ -113,17 +114,27 @@ def failing_file_incidents(partner: str, failures: Iterable[FailedAttempt], last
 
 
 def host_key_incident(partner: str, failures: Iterable[FailedAttempt], last_landed_storage_id: int | None,
-                      ) -> Incident | None:
-    """Open while the newest host-key failure is newer than the partner's newest landing."""
+                      sensor_tick_error: str | None = None, sensor: str | None = None) -> Incident | None:
+    """Open while the partner's files sensor's newest tick failed on the host key (``sensor_tick_error``:
+    that tick's error text, None when it did not fail), or while the newest run failure on it is newer
+    than the partner's newest landing."""
     newest = None
     for failure in failures:
         if is_host_key_failure(failure.message) and (newest is None or failure.storage_id > newest.storage_id):
             newest = failure
-    if newest is None or (last_landed_storage_id is not None and newest.storage_id <= last_landed_storage_id):
+    if newest is not None and last_landed_storage_id is not None and newest.storage_id <= last_landed_storage_id:
+        newest = None
+    seen_by = ""
+    if is_host_key_failure(sensor_tick_error):
+        message, run_id = sensor_tick_error or "", None
+        seen_by = f" (the newest tick of sensor '{sensor}' failed on it)" if sensor else ""
+    elif newest is not None:
+        message, run_id = newest.message, newest.run_id
+    else:
         return None
     return Incident(
-        id=incident_id(HOST_KEY, partner), kind=HOST_KEY, partner=partner, run_id=newest.run_id,
-        problem=f"the SFTP server's host key changed: {_first_line(_host_key_sentence(newest.message))}",
+        id=incident_id(HOST_KEY, partner), kind=HOST_KEY, partner=partner, run_id=run_id,
+        problem=f"the SFTP server's host key changed: {_first_line(_host_key_sentence(message))}{seen_by}",
         action=("confirm the new key with the partner out of band (never trust it from the connection); if it "
                 "is theirs, add it to the partner's host_keys in partners.yaml and redeploy; if not, keep the "
                 "partner stopped and treat it as a possible interception"))

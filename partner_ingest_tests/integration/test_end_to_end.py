@@ -1,5 +1,7 @@
 """No manual step: `dagster dev` (webserver + daemon + code server) with the partner's sensor running
-picks up files dropped into the real sshd tree and lands them in S3 with matching SHA-256."""
+picks up files dropped into the real sshd tree and lands them in S3 with matching SHA-256. Beside it, a
+partner whose server's host key changed: its sensor's ticks fail, no run is ever launched, and the
+notifications sensor (running in the same daemon) tells the webhook once."""
 
 from __future__ import annotations
 
@@ -8,22 +10,31 @@ import os
 import subprocess
 import sys
 import time
+from contextlib import ExitStack
 
 import yaml
 
-from partner_ingest.config import CONFIG_ENV
+from partner_ingest.config import CONFIG_ENV, IngestConfig
+from partner_ingest.defs.notifications import INTERVAL_ENV, RUNNING_ENV, WEBHOOK_ENV
 from partner_ingest_tests.harness.processes import free_port, stop_process
+from partner_ingest_tests.harness.webhook import webhook_receiver
 
 
-def test_files_dropped_on_the_sftp_server_land_on_their_own(make_partner, s3, tmp_path, capsys):
+def test_files_dropped_on_the_sftp_server_land_on_their_own(make_partner, sshd, s3, tmp_path, capsys):
     rig = make_partner(stability={"min_age_seconds": 0}, sensor={"interval_seconds": 10, "running": True},
                        include=["**/*.csv"])
+    moved = make_partner(host_keys=[sshd.other_host_key_line], sensor={"interval_seconds": 10, "running": True})
+    moved.write("waiting.csv", b"never read: the key is not pinned\n")
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
     config = tmp_path / "partners.yaml"
-    config.write_text(yaml.safe_dump(rig.config.model_dump(mode="json")))
-    env = {**os.environ, "DAGSTER_HOME": str(home), CONFIG_ENV: str(config)}
+    both = IngestConfig(landing=rig.landing, partners=[rig.partner, moved.partner])
+    config.write_text(yaml.safe_dump(both.model_dump(mode="json")))
+    hook = ExitStack()
+    hook_url, received = hook.enter_context(webhook_receiver())
+    env = {**os.environ, "DAGSTER_HOME": str(home), CONFIG_ENV: str(config), WEBHOOK_ENV: hook_url,
+           RUNNING_ENV: "1", INTERVAL_ENV: "30"}
     log = tmp_path / "dagster-dev.log"
     started = time.monotonic()
     with log.open("w") as out:
@@ -52,6 +63,19 @@ def test_files_dropped_on_the_sftp_server_land_on_their_own(make_partner, s3, tm
         assert f"partners/{rig.partner.name}/ignored.txt" not in keys
         with capsys.disabled():
             print(f"\n[end to end] dagster dev start to 5 files landed by the sensor: {elapsed:.1f} s")
+
+        opened = f"OPEN host_key: partner '{moved.partner.name}'"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not any(opened in body["text"] for _, body in received):
+            assert proc.poll() is None, log.read_text()[-3000:]
+            time.sleep(1)
+        texts = [body["text"] for _, body in received]
+        [message] = [t for t in texts if opened in t]
+        assert "which is not pinned" in message and f"sensor '{moved.partner.name}_files_sensor'" in message
+        assert not any(rig.partner.name in t for t in texts)  # the healthy partner raised nothing
+        assert not s3.list_objects_v2(Bucket=rig.landing.bucket,
+                                      Prefix=moved.partner.landing_prefix).get("Contents")
     finally:
         stop_process(proc, group=True, timeout=60)
+        hook.close()
     assert subprocess.run(["pgrep", "-g", str(proc.pid)], capture_output=True).stdout == b""

@@ -4,9 +4,7 @@ queue subscribed to the topic) and to a local Slack-compatible webhook receiver.
 from __future__ import annotations
 
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import boto3
 import pytest
@@ -19,35 +17,14 @@ from partner_ingest.defs.notifications import SENSOR_NAME, SNS_TOPIC_ENV, WEBHOO
 from partner_ingest.defs.resources import default_resources
 from partner_ingest.ingest.partition_keys import encode_partition_key
 from partner_ingest_tests.harness.dagster_helpers import land
-
-WEBHOOK_TOKEN_PATH = "/services/T000/B000/s3cr3t-token"
-
-
-class _Receiver(BaseHTTPRequestHandler):
-    def do_POST(self):  # noqa: N802
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.server.received.append((self.path, json.loads(body)))
-        self.send_response(200)
-        self.end_headers()
-        self.wfile.write(b"ok")
-
-    def log_message(self, *args):
-        pass
+from partner_ingest_tests.harness.webhook import WEBHOOK_TOKEN_PATH, webhook_receiver
 
 
 @pytest.fixture
 def webhook(monkeypatch):
-    server = ThreadingHTTPServer(("127.0.0.1", 0), _Receiver)
-    server.received = []
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    monkeypatch.setenv(WEBHOOK_ENV, f"http://127.0.0.1:{server.server_address[1]}{WEBHOOK_TOKEN_PATH}")
-    try:
-        yield server.received
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(5)
+    with webhook_receiver() as (url, received):
+        monkeypatch.setenv(WEBHOOK_ENV, url)
+        yield received
 
 
 @pytest.fixture

@@ -71,6 +71,18 @@ def test_host_key_failures_are_their_own_incident_not_file_failures():
     assert host_key_incident("acme", [FailedAttempt("a.csv", 1, "r1", "boom")], None) is None
 
 
+def test_a_files_sensor_failing_on_the_host_key_opens_the_incident_without_any_run():
+    tick = ("partner_ingest.errors.HostKeyError: " + HOST_KEY_TEXT + "\n  File \"sensors.py\", line 1")
+    incident = host_key_incident("acme", [], last_landed_storage_id=7, sensor_tick_error=tick,
+                                 sensor="acme_files_sensor")
+    assert incident is not None and incident.id == "host_key:acme" and incident.run_id is None
+    assert "offered host key ssh-ed25519 SHA256:abc, which is not pinned" in incident.problem
+    assert "sensor 'acme_files_sensor'" in incident.problem
+    # A tick failing for another reason, or the newest tick succeeding again, opens nothing.
+    assert host_key_incident("acme", [], 7, sensor_tick_error="ConnectionFailedError: refused") is None
+    assert host_key_incident("acme", [], 7, sensor_tick_error=None) is None
+
+
 def test_changes_open_once_clear_once_and_keep_unevaluated_partners():
     late = late_incident("acme", timedelta(hours=1), None, 0, 7200)
     first = changes([], [late], ["acme"])
