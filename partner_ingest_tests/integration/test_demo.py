@@ -5,6 +5,9 @@ SIGTERM to its process group."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import urllib.request
 
 import boto3
@@ -17,6 +20,10 @@ from partner_ingest_tests.harness.demo import graphql as _graphql
 from partner_ingest_tests.harness.demo import wait_for as _wait
 
 ASSET_PATH = ["partners", "demo", "files"]
+
+
+def _without_aws() -> dict[str, str]:
+    return {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
 
 
 def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
@@ -53,3 +60,15 @@ def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
     assert head["ContentLength"] > 0
     tags = s3.get_object_tagging(Bucket=endpoints["bucket"], Key=object_key)["TagSet"]
     assert any(t["Key"] == SHA256_TAG and len(t["Value"]) == 64 for t in tags)
+
+    # The banner's listing command works without the AWS CLI, from the demo's state directory.
+    listed = subprocess.run([sys.executable, "-m", "partner_ingest.cli", "landed", "--demo", str(state)],
+                            capture_output=True, text=True, timeout=60, env=_without_aws())
+    assert listed.returncode == 0, listed.stderr
+    assert f"s3://{endpoints['bucket']}/{object_key}" in listed.stdout
+    sha = next(t["Value"] for t in tags if t["Key"] == SHA256_TAG)
+    assert sha in next(line for line in listed.stdout.splitlines() if object_key in line)
+    assert f"landed --demo {state}" in log.read_text()
+    # No line a demo user cannot act on: dagster dev's "use dg dev", the check outputs notice.
+    text = log.read_text()
+    assert "dg dev" not in text and "did not yield or return expected outputs" not in text, text[-3000:]
