@@ -73,12 +73,25 @@ def _region_of(client) -> str | None:
     return region if isinstance(region, str) and region else None
 
 
+def outcome_text(landed: LandedFile) -> str:
+    """What the run did with the file, in words: ``uploaded: false`` with ``bytes_read: 0`` alone reads as
+    "did nothing" while it means the object was found already landed at this version."""
+    if landed.uploaded:
+        return "landed: read from the partner and uploaded"
+    if landed.reverified:
+        return ("already landed at this version: the partner's bytes were re-read and match the object's "
+                "sha256; nothing uploaded")
+    return ("already landed at this version: the S3 object's source size, mtime, path and length match and "
+            "it carries its sha256 tag; nothing read or uploaded")
+
+
 def materialization(partner: PartnerConfig, partition_key: str, landed: LandedFile,
                     after_landing: str, region: str | None = None) -> AssetMaterialization:
     return AssetMaterialization(
         asset_key=files_asset_key(partner),
         partition=partition_key,
         metadata={
+            "outcome": MetadataValue.text(outcome_text(landed)),
             "remote_path": MetadataValue.text(landed.remote_path),
             "size": MetadataValue.int(landed.version.size),
             "sha256": MetadataValue.text(landed.sha256),
@@ -241,9 +254,8 @@ def _log_file(context: AssetExecutionContext, outcome: FileOutcome, bucket: str)
     landed, expansion = outcome.landed, outcome.expansion
     if landed is not None:
         context.log.info(
-            f"{'landed' if landed.uploaded else 'already landed, nothing uploaded:'} "
             f"{landed.remote_path} -> {s3_uri(landed.bucket, landed.key)} "
-            f"({landed.version.size} bytes, sha256 {landed.sha256})")
+            f"({landed.version.size} bytes, sha256 {landed.sha256}): {outcome_text(landed)}")
     if landed is not None and expansion is not None:
         context.log.info(f"expanded {landed.remote_path}: {len(expansion.entries)} entries, "
                          f"{expansion.total_bytes} bytes under {s3_uri(bucket, expansion.prefix)}")

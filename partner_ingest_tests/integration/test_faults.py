@@ -165,7 +165,9 @@ def test_repeated_run_at_the_same_version_uploads_nothing_and_says_so(make_partn
     assert sorted(e.metadata["uploaded"].value for e in events) == [False, True]
     assert len(s3.list_object_versions(Bucket=rig.landing.bucket)["Versions"]) == 1
     logs = " ".join(str(e.message) for e in instance.all_logs(second.run_id))
-    assert "already landed, nothing uploaded" in logs
+    assert "already landed at this version" in logs and "nothing read or uploaded" in logs
+    outcomes = sorted(e.metadata["outcome"].value for e in events)
+    assert outcomes[0].startswith("already landed at this version") and outcomes[1].startswith("landed: read")
 
 
 def test_run_killed_mid_upload_leaves_no_object_under_the_final_key(make_partner, s3, tmp_path):

@@ -29,7 +29,8 @@ def test_a_long_file_logs_progress_and_links_to_the_console(make_partner, s3, mo
     progress = [m for m in messages if m.startswith(f"partner '{rig.partner.name}': big/huge.bin: ")]
     assert progress, messages
     assert " of 64.0 MiB (" in progress[0] and " MB/s, ETA " in progress[0]
-    assert progress.index(progress[-1]) < next(i for i, m in enumerate(messages) if m.startswith("landed "))
+    landed_at = next(i for i, m in enumerate(messages) if m.endswith("landed: read from the partner and uploaded"))
+    assert progress.index(progress[-1]) < landed_at
     print(progress[0])
 
     (mat,) = result.asset_materializations_for_node(f"{rig.partner.name}_files")
