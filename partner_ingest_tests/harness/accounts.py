@@ -4,16 +4,20 @@ machine's test password, created on first use and removed when the last user of 
 Several processes may use them at once (two pytest sessions, a benchmark beside the suite), so each
 holder leaves a marker named by its PID; whoever releases last, with no other marker of a live
 process left, deletes the accounts and ``/var/lib/partner-ingest-tests``. A holder killed without
-releasing leaves a stale marker, which the next release ignores (its PID is gone).
+releasing leaves a stale marker, which the next release ignores (its PID is gone). A lock file held
+across each acquire and each release keeps one process from deleting what another is creating.
 """
 
 from __future__ import annotations
 
+import fcntl
 import os
 import pwd
 import secrets
 import shutil
 import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from partner_ingest_tests.harness.processes import run_tool
@@ -22,6 +26,15 @@ PASSWORD_USER = "pi_pw"
 KEY_USER = "pi_key"
 STATE_DIR = Path("/var/lib/partner-ingest-tests")
 _HOLDERS = STATE_DIR / "holders"
+_LOCK = Path("/run/lock/partner-ingest-tests.lock")   # outside STATE_DIR, which release deletes
+
+
+@contextmanager
+def _locked() -> Iterator[None]:
+    _LOCK.parent.mkdir(parents=True, exist_ok=True)
+    with open(_LOCK, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)   # released when the file closes
+        yield
 
 
 def _ensure_user(name: str) -> None:
@@ -55,6 +68,11 @@ def _alive(pid: int) -> bool:
 
 def acquire(holder: str) -> str:
     """Create the accounts if needed, mark ``holder`` (of this process) as using them; the password."""
+    with _locked():
+        return _acquire(holder)
+
+
+def _acquire(holder: str) -> str:
     _HOLDERS.mkdir(mode=0o700, parents=True, exist_ok=True)
     STATE_DIR.chmod(0o700)
     (_HOLDERS / f"{os.getpid()}.{holder}").touch()
@@ -68,6 +86,11 @@ def acquire(holder: str) -> str:
 
 def release(holder: str) -> bool:
     """Drop ``holder``'s marker; remove accounts and state when no live holder is left. True if removed."""
+    with _locked():
+        return _release(holder)
+
+
+def _release(holder: str) -> bool:
     (_HOLDERS / f"{os.getpid()}.{holder}").unlink(missing_ok=True)
     others = [m for m in _HOLDERS.glob("*.*") if m.name.split(".", 1)[0].isdigit()
               and _alive(int(m.name.split(".", 1)[0]))] if _HOLDERS.exists() else []
