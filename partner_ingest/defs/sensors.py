@@ -6,8 +6,6 @@ the plan into a ``SensorResult``.
 
 import hashlib
 import time
-from collections.abc import Mapping
-from typing import TypeVar
 
 import paramiko
 from dagster import (
@@ -30,14 +28,12 @@ from partner_ingest.defs.assets import files_asset_key
 from partner_ingest.defs.partitions import partitions_name, partner_partitions
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.defs.tags import DATA_VERSION_TAG, FILE_COUNT_TAG, PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
-from partner_ingest.ingest.partition_keys import current_key
+from partner_ingest.ingest.partition_keys import current_key, newest_by_current_key
 from partner_ingest.ingest.plan import Plan, SensorCursor, needs_content_check, plan_ingestion
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.sftp.connection import SftpSession
 from partner_ingest.sftp.remote_digest import remote_sha256
 from partner_ingest.sftp.walk import Listing, walk
-
-T = TypeVar("T")
 
 # Content identity: time a tick may spend re-reading landed files (the sensor's gRPC timeout is 60 s).
 CONTENT_CHECK_SECONDS = 20
@@ -76,22 +72,30 @@ def _attempts(context: SensorEvaluationContext, partner: PartnerConfig) -> tuple
     for start in range(0, len(run_ids), 500):
         records = context.instance.get_run_records(RunsFilter(run_ids=run_ids[start:start + 500]))
         unfinished |= {r.dagster_run.run_id for r in records if r.dagster_run.status in _UNFINISHED}
-    in_progress = {current_key(key) for key, (run_id, _) in attempts.items() if run_id in unfinished}
-    failed = _by_current_key({key: storage_id for key, (run_id, storage_id) in attempts.items()
-                              if run_id not in unfinished})
+    in_progress = {key for key, (run_id, _) in attempts.items() if run_id in unfinished}
+    failed = {key: storage_id for key, (run_id, storage_id) in attempts.items() if run_id not in unfinished}
     return in_progress, failed
 
 
-def _by_current_key(by_key: Mapping[str, T]) -> dict[str, T]:
-    """Per-partition state keyed by today's keys: a partition registered by an earlier version (its key
-    percent-encoded more) counts for its file, so an upgrade re-copies nothing; a current key wins."""
-    current = dict(by_key)
-    for key, value in by_key.items():
-        if (now := current_key(key)) != key:
-            del current[key]
-            if now not in by_key:
-                current[now] = value
-    return current
+def _current_keys(storage, partner: PartnerConfig, materialized: dict[str, str], in_progress: set[str],
+                  failed: dict[str, int], last_landed: dict[str, int]
+                  ) -> tuple[dict[str, str], set[str], dict[str, int], dict[str, int]]:
+    """The sensor's inputs keyed by today's partition keys. A partition registered by an earlier version
+    (its key percent-encoded more) counts for its file, so an upgrade re-copies nothing; where a file has
+    both keys, the later event wins, and a failure older than the file's newest landing under either key
+    is no failure (Dagster keeps an alias's old failed attempt as its latest attempt forever)."""
+    keys = set(materialized) | in_progress | set(failed) | set(last_landed)
+    aliases = {key for key in keys if current_key(key) != key}
+    if not aliases:
+        return materialized, in_progress, failed, last_landed
+    involved = aliases | {current_key(key) for key in aliases}
+    landed_ids = storage.get_latest_storage_id_by_partition(
+        files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION, partitions=involved)
+    newest_landing = newest_by_current_key(landed_ids, landed_ids)
+    failed = {key: storage_id for key, storage_id in newest_by_current_key(failed, failed).items()
+              if storage_id > newest_landing.get(key, -1)}
+    return (newest_by_current_key(materialized, landed_ids), {current_key(key) for key in in_progress}, failed,
+            newest_by_current_key(last_landed, last_landed))
 
 
 def _content_digests(context: SensorEvaluationContext, session: SftpSession, partner: PartnerConfig,
@@ -180,15 +184,17 @@ def build_files_sensor(partner: PartnerConfig) -> SensorDefinition:
         # Dagster's state first, then the listing: a run finishing meanwhile then looks in flight or
         # landed at worst, never "landed but still on the server".
         storage = context.instance.event_log_storage
-        materialized = _by_current_key({
+        materialized = {
             key: tags.get(DATA_VERSION_TAG, "")
             for key, tags in storage.get_latest_tags_by_partition(
                 files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION, [DATA_VERSION_TAG]).items()
-        })
+        }
         in_progress, failed = _attempts(context, partner)
-        last_landed = _by_current_key(storage.get_latest_storage_id_by_partition(
+        last_landed = (storage.get_latest_storage_id_by_partition(
             files_asset_key(partner), DagsterEventType.ASSET_MATERIALIZATION)
             if partner.after_landing != "leave" else {})
+        materialized, in_progress, failed, last_landed = _current_keys(
+            storage, partner, materialized, in_progress, failed, last_landed)
         with sftp.open(partner) as session:
             listing = walk(session, Selection(partner))
             listed = time.monotonic()

@@ -22,7 +22,11 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Mapping
+from typing import TypeVar
 from urllib.parse import quote, unquote
+
+T = TypeVar("T")
 
 _ASCII_ESCAPED = re.compile(r"[%,|\x00-\x1f\x7f]")
 _DOT_RUNS = re.compile(r"\.{2,}")
@@ -88,6 +92,20 @@ def current_key(key: str) -> str:
     except UnicodeEncodeError:
         return key
     return key
+
+
+def newest_by_current_key(by_key: Mapping[str, T], newest: Mapping[str, int]) -> dict[str, T]:
+    """Per-partition state keyed by today's keys. Where a file has two keys (one registered by an earlier
+    version, one today), the value of the alias with the greatest ``newest`` id wins (a storage id: the
+    later event), a key missing from ``newest`` counting as oldest."""
+    merged: dict[str, T] = {}
+    rank: dict[str, int] = {}
+    for key, value in by_key.items():
+        now = current_key(key)
+        order = newest.get(key, -1)
+        if now not in merged or order > rank[now]:
+            merged[now], rank[now] = value, order
+    return merged
 
 
 def relative_path_of_key(key: str) -> str:

@@ -6,7 +6,7 @@ import os
 import time
 
 import pytest
-from dagster import DagsterRunStatus, instance_for_test
+from dagster import DagsterEventType, DagsterRunStatus, instance_for_test
 
 from partner_ingest.defs.partitions import partitions_name
 from partner_ingest.defs.tags import PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
@@ -275,3 +275,37 @@ def test_partitions_registered_by_an_earlier_key_encoding_count_as_landed(driver
 def materialize_one(driver: SensorDriver, key: str):
     from dagster import materialize
     return materialize([driver.asset], instance=driver.instance, partition_key=key, raise_on_error=False)
+
+
+def test_an_old_failure_under_a_legacy_key_is_forgotten_once_the_file_lands_under_todays(driver_for, make_partner):
+    """Dagster keeps a legacy key's failed attempt as its latest attempt forever; once the file landed
+    under today's key that failure must not count for it (its retries would reuse the landing's run key)."""
+    from partner_ingest.defs.assets import files_asset_key
+    from partner_ingest.defs.sensors import _attempts, _current_keys
+    from partner_ingest.ingest.partition_keys import legacy_partition_key
+
+    rig = make_partner(stability={"min_age_seconds": 0})
+    name = "in/Q3 résumé.csv"
+    path = rig.write(name, b"first unreadable, then landed")
+    driver = driver_for(rig)
+    legacy, today = legacy_partition_key(name), encode_partition_key(name)
+    driver.instance.add_dynamic_partitions(partitions_name(rig.partner), [legacy])
+    path.chmod(0o000)
+    assert not materialize_one(driver, legacy).success
+    path.chmod(0o644)
+    driver.instance.add_dynamic_partitions(partitions_name(rig.partner), [today])
+    assert materialize_one(driver, today).success
+
+    storage = driver.instance.event_log_storage
+    in_progress, failed = _attempts(_Context(driver.instance), rig.partner)
+    assert legacy in failed  # what Dagster reports, forever
+    tags = storage.get_latest_tags_by_partition(files_asset_key(rig.partner),
+                                                DagsterEventType.ASSET_MATERIALIZATION, ["dagster/data_version"])
+    materialized, _, failed_now, _ = _current_keys(storage, rig.partner, {k: "" for k in tags}, in_progress,
+                                                  failed, {})
+    assert today in materialized and today not in failed_now and legacy not in failed_now
+
+
+class _Context:
+    def __init__(self, instance):
+        self.instance = instance

@@ -89,3 +89,14 @@ def test_refusals_still_hold():
     for key in ("%2E%2E/etc/passwd", "/etc/passwd", "%2Fetc", "a//b", "a/%2E/b", "nul%00", "%FF"):
         with pytest.raises(ValueError):
             relative_path_of_key(key)
+
+
+def test_where_a_file_has_two_keys_the_later_event_wins():
+    from partner_ingest.ingest.partition_keys import newest_by_current_key
+
+    name = "Q3 résumé.csv"
+    legacy, today = legacy_partition_key(name), encode_partition_key(name)
+    values = {legacy: "old", today: "new", "plain.csv": "p"}
+    assert newest_by_current_key(values, {legacy: 5, today: 9}) == {today: "new", "plain.csv": "p"}
+    assert newest_by_current_key(values, {legacy: 12, today: 9}) == {today: "old", "plain.csv": "p"}
+    assert newest_by_current_key({legacy: "only"}, {}) == {today: "only"}
