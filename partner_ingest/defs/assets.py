@@ -46,6 +46,7 @@ from partner_ingest.defs.resources import SftpResource
 from partner_ingest.defs.tags import DATA_VERSION_TAG
 from partner_ingest.errors import PartitionKeyError, PartnerIngestError
 from partner_ingest.ingest.archives import Expansion, expand_archive, is_archive_name
+from partner_ingest.ingest.partition_keys import legacy_partition_key, relative_path_of_key
 from partner_ingest.ingest.run_pipeline import (
     FileOutcome,
     RunPipeline,
@@ -284,14 +285,33 @@ def _file_events(partner: PartnerConfig, landing: LandingConfig, outcome: FileOu
 
 
 def _fail_run(partner: PartnerConfig, failures: list[PartnerIngestError], waiting_for_action: list[str],
-              total: int) -> None:
+              total: int, what: str = "did not land completely") -> None:
     raise Failure(
-        description=(f"partner '{partner.name}': {len(failures)} of {total} files did not land completely: "
+        description=(f"partner '{partner.name}': {len(failures)} of {total} files {what}: "
                      + "; ".join(str(f) for f in failures[:20])
                      + (f"; and {len(failures) - 20} more" if len(failures) > 20 else "")),
         metadata={"failed_files": MetadataValue.json([f.path for f in failures]),
                   "waiting_for_after_landing": MetadataValue.json(waiting_for_action)},
     )
+
+
+def files_key_text(partner: PartnerConfig) -> str:
+    return files_asset_key(partner).to_user_string()
+
+
+def _latest_landing(context: AssetExecutionContext, partner: PartnerConfig, key: str) -> dict | None:
+    """The metadata of the file's latest landing: under its key, else under the key an earlier version
+    registered for it (an archive landed before the upgrade keeps its history there)."""
+    candidates = [key]
+    with contextlib.suppress(ValueError, UnicodeEncodeError):
+        if (legacy := legacy_partition_key(relative_path_of_key(key))) != key:
+            candidates.append(legacy)
+    for candidate in candidates:
+        records = context.instance.fetch_materializations(
+            AssetRecordsFilter(asset_key=files_asset_key(partner), asset_partitions=[candidate]), limit=1).records
+        if records:
+            return dict(records[0].asset_materialization.metadata)
+    return None
 
 
 def _from_landed(context: AssetExecutionContext, partner: PartnerConfig, landing: LandingConfig, client,
@@ -301,12 +321,20 @@ def _from_landed(context: AssetExecutionContext, partner: PartnerConfig, landing
     selected = context.selected_asset_check_keys
     expand = partner.unzip and contents_asset_key(partner) in context.selected_asset_keys
     keys, refused = refuse_foreign_keys(partner, keys)
+    total = len(keys) + len(refused)
     for key in keys:
-        records = context.instance.fetch_materializations(
-            AssetRecordsFilter(asset_key=files_asset_key(partner), asset_partitions=[key]), limit=1).records
-        if not records:
+        meta = _latest_landing(context, partner, key)
+        if meta is None or "s3_uri" not in meta or "size" not in meta or "sha256" not in meta:
+            problem = ("no landing of this file is recorded" if meta is None else
+                       "its latest materialization was not made by a landing run (no s3_uri, size or sha256: "
+                       "reported by hand?)")
+            error = PartitionKeyError(problem, partner=partner.name, path=remote_path_of_key(partner, key),
+                                      action=f"land it first: materialize this partition of {files_key_text(partner)}")
+            if expand:
+                refused.append(error)
+            else:
+                context.log.warning(f"nothing to check: {error}")
             continue
-        meta = records[0].asset_materialization.metadata
         s3_key = meta["s3_uri"].value.split(f"s3://{landing.bucket}/", 1)[-1]
         if not s3_key.startswith(partner.landing_prefix):
             refused.append(PartitionKeyError(
@@ -336,4 +364,4 @@ def _from_landed(context: AssetExecutionContext, partner: PartnerConfig, landing
             yield expansion_check_evaluation(partner, key, verify_archive_expansion(
                 client, bucket=landing.bucket, archive_key=s3_key))
     if refused:
-        _fail_run(partner, refused, [], len(keys) + len(refused))
+        _fail_run(partner, refused, [], total, what="could not be checked or expanded")

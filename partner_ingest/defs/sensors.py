@@ -6,6 +6,7 @@ the plan into a ``SensorResult``.
 
 import hashlib
 import time
+from collections.abc import Mapping
 
 import paramiko
 from dagster import (
@@ -25,9 +26,15 @@ from dagster import (
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.defs.assets import files_asset_key
-from partner_ingest.defs.partitions import partitions_name, partner_partitions
+from partner_ingest.defs.partitions import (
+    archive_partitions,
+    archives_partitions_name,
+    partitions_name,
+    partner_partitions,
+)
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.defs.tags import DATA_VERSION_TAG, FILE_COUNT_TAG, PARTNER_TAG, RANGE_END_TAG, RANGE_START_TAG
+from partner_ingest.ingest.archives import is_archive_name
 from partner_ingest.ingest.partition_keys import current_key, newest_by_current_key
 from partner_ingest.ingest.plan import Plan, SensorCursor, needs_content_check, plan_ingestion
 from partner_ingest.ingest.selection import Selection
@@ -37,6 +44,7 @@ from partner_ingest.sftp.walk import Listing, walk
 
 # Content identity: time a tick may spend re-reading landed files (the sensor's gRPC timeout is 60 s).
 CONTENT_CHECK_SECONDS = 20
+MAX_ARCHIVES_REGISTERED_PER_TICK = 2_000
 _UNFINISHED = {DagsterRunStatus.QUEUED, DagsterRunStatus.NOT_STARTED, DagsterRunStatus.STARTING,
                DagsterRunStatus.STARTED, DagsterRunStatus.CANCELING, DagsterRunStatus.MANAGED}
 
@@ -96,6 +104,19 @@ def _current_keys(storage, partner: PartnerConfig, materialized: dict[str, str],
               if storage_id > newest_landing.get(key, -1)}
     return (newest_by_current_key(materialized, landed_ids), {current_key(key) for key in in_progress}, failed,
             newest_by_current_key(last_landed, last_landed))
+
+
+def _unregistered_archives(context: SensorEvaluationContext, partner: PartnerConfig,
+                           materialized: Mapping[str, str]) -> list[str]:
+    """Landed archives that are not yet partitions of the contents asset: those landed before it had its
+    own partition set (the run that expands an archive registers it). A few thousand per tick at most."""
+    if not partner.unzip:
+        return []
+    landed = [key for key in materialized if is_archive_name(key)]  # the suffix is never percent-encoded
+    if not landed:
+        return []
+    known = set(context.instance.get_dynamic_partitions(archives_partitions_name(partner)))
+    return sorted(key for key in landed if key not in known)[:MAX_ARCHIVES_REGISTERED_PER_TICK]
 
 
 def _content_digests(context: SensorEvaluationContext, session: SftpSession, partner: PartnerConfig,
@@ -218,12 +239,15 @@ def build_files_sensor(partner: PartnerConfig) -> SensorDefinition:
             partition_requests.append(partitions.build_add_request(plan.new_keys))
         if plan.regroup_keys:
             partition_requests.append(partitions.build_delete_request(plan.regroup_keys))
+        archives = _unregistered_archives(context, partner, materialized)
+        if archives:
+            partition_requests.append(archive_partitions(partner).build_add_request(archives))
         result = SensorResult(
             run_requests=run_requests(partner, plan),
             dynamic_partitions_requests=partition_requests,
             cursor=plan.cursor.encode(),
         )
-        if not plan.runs and not plan.new_keys and not plan.regroup_keys:
+        if not plan.runs and not partition_requests:
             result = SensorResult(skip_reason=SkipReason(
                 f"nothing to ingest: {plan.waiting_for_stability} files waiting to be stable, "
                 f"{plan.in_progress} in flight"), cursor=plan.cursor.encode())

@@ -95,3 +95,41 @@ def test_only_archives_are_contents_partitions_and_materializing_one_expands_it_
         assert _evaluations(instance, again.run_id, EXPANSION_CHECK) == {"in/batch.zip": True}
         assert not any("did not yield or return expected outputs" in (r.user_message or "")
                        for r in instance.all_logs(result.run_id))
+
+
+def test_contents_of_archives_landed_before_they_had_partitions(make_partner, s3):
+    """Archives landed before the contents asset had its own partition set (or under a legacy key) are
+    registered by the partner's sensor and can be expanded again; a contents partition of a file that never
+    landed fails the run, naming it, instead of succeeding with nothing done."""
+    from partner_ingest.defs.partitions import archives_partitions_name, partitions_name
+    from partner_ingest.ingest.partition_keys import encode_partition_key, legacy_partition_key
+    from partner_ingest_tests.harness.sensor_helpers import SensorDriver
+
+    rig = make_partner(unzip=True, stability={"min_age_seconds": 0})
+    name = "in/Q3 batch.zip"
+    rig.write(name, make_zip({"x.csv": b"x" * 500}))
+    legacy, today = legacy_partition_key(name), encode_partition_key(name)
+    with instance_for_test() as instance:
+        instance.add_dynamic_partitions(partitions_name(rig.partner), [legacy])
+        asset = build_files_asset(rig.partner, rig.landing)
+        files = files_asset_key(rig.partner)
+        assert materialize([asset], instance=instance, resources=default_resources(), selection=[files],
+                           partition_key=legacy, raise_on_error=False).success
+        archives = archives_partitions_name(rig.partner)
+        instance.delete_dynamic_partition(archives, legacy)  # as before the upgrade: no archive partitions
+        SensorDriver(rig.config, instance).tick()
+        assert instance.get_dynamic_partitions(archives) == [today]
+
+        contents = contents_asset_key(rig.partner)
+        again = materialize([asset], instance=instance, resources=default_resources(), selection=[contents],
+                            partition_key=today, raise_on_error=False)
+        assert again.success
+        assert instance.get_materialized_partitions(contents) >= {today}
+
+        instance.add_dynamic_partitions(archives, ["in/never-landed.zip"])
+        never = materialize([asset], instance=instance, resources=default_resources(), selection=[contents],
+                            partition_key="in/never-landed.zip", raise_on_error=False)
+        assert not never.success
+        failure = next(e for e in never.all_events if e.event_type_value == "STEP_FAILURE")
+        text = failure.event_specific_data.user_failure_data.description
+        assert "1 of 1 files could not be checked or expanded" in text and "no landing of this file" in text
