@@ -84,12 +84,12 @@ def check(partners: tuple[str, ...], config_file: Path | None) -> None:
 @click.argument("partners", nargs=-1)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="partners.yaml to read (default $PARTNER_INGEST_CONFIG or ./partners.yaml)")
-@click.option("--demo", "demo_state", is_flag=False, flag_value=".demo", default=None,
-              type=click.Path(file_okay=False, path_type=Path),
-              help="list the running local demo's bucket (its state dir, default .demo)")
+@click.option("--demo", is_flag=True, help="list the running local demo's bucket (see --state-dir)")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
+              show_default=True, help="with --demo: the demo's state directory")
 @click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
               help="at most this many objects per partner")
-def landed(partners: tuple[str, ...], config_file: Path | None, demo_state: Path | None, limit: int) -> None:
+def landed(partners: tuple[str, ...], config_file: Path | None, demo: bool, state_dir: Path, limit: int) -> None:
     """List what landed for PARTNERS (all when none): S3 key, size, time and the sha256 tag.
 
     Reads the landing bucket with boto3 from the standard AWS environment (AWS_ENDPOINT_URL, region,
@@ -99,8 +99,8 @@ def landed(partners: tuple[str, ...], config_file: Path | None, demo_state: Path
     from partner_ingest.landed_listing import demo_config_and_client, landed_objects
 
     try:
-        if demo_state is not None:
-            config, s3 = demo_config_and_client(demo_state)
+        if demo:
+            config, s3 = demo_config_and_client(state_dir)
         else:
             import boto3
 

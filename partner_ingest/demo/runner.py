@@ -294,7 +294,7 @@ def _write_atomically(path: Path, text: str) -> None:
 
 
 def _print_banner(ui_url: str, sftp: SftpEndpoint, endpoint_url: str, paths: DemoPaths) -> None:
-    listing = f".venv/bin/partner-ingest landed --demo {paths.state_dir}"
+    listing = f".venv/bin/partner-ingest landed --demo --state-dir {paths.state_dir}"
     lines = [
         "",
         "partner-ingest demo",

@@ -122,7 +122,7 @@ def test_landed_lists_each_object_with_size_and_sha256(tmp_path, make_partner, s
 
     unknown = CliRunner().invoke(cli, ["landed", "nobody", "--config", str(config)])
     assert unknown.exit_code == 1 and "nobody" in unknown.output
-    no_demo = CliRunner().invoke(cli, ["landed", "--demo", str(tmp_path / "no-demo")])
+    no_demo = CliRunner().invoke(cli, ["landed", "--demo", "--state-dir", str(tmp_path / "no-demo")])
     assert no_demo.exit_code == 1 and "no running demo" in no_demo.output and "scripts/demo.sh" in no_demo.output
 
 

@@ -62,13 +62,13 @@ def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
     assert any(t["Key"] == SHA256_TAG and len(t["Value"]) == 64 for t in tags)
 
     # The banner's listing command works without the AWS CLI, from the demo's state directory.
-    listed = subprocess.run([sys.executable, "-m", "partner_ingest.cli", "landed", "--demo", str(state)],
+    listed = subprocess.run([sys.executable, "-m", "partner_ingest.cli", "landed", "--demo", "--state-dir", str(state)],
                             capture_output=True, text=True, timeout=60, env=_without_aws())
     assert listed.returncode == 0, listed.stderr
     assert f"s3://{endpoints['bucket']}/{object_key}" in listed.stdout
     sha = next(t["Value"] for t in tags if t["Key"] == SHA256_TAG)
     assert sha in next(line for line in listed.stdout.splitlines() if object_key in line)
-    assert f"landed --demo {state}" in log.read_text()
+    assert f"landed --demo --state-dir {state}" in log.read_text()
     # No line a demo user cannot act on: dagster dev's "use dg dev", the check outputs notice.
     text = log.read_text()
     assert "dg dev" not in text and "did not yield or return expected outputs" not in text, text[-3000:]
