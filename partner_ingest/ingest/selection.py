@@ -16,6 +16,7 @@ import re
 from partner_ingest.config import PartnerConfig
 from partner_ingest.ingest.archives import RESERVED_SUFFIX
 from partner_ingest.ingest.source_checksums import is_checksum_file
+from partner_ingest.sftp.directory_listing import not_utf8
 from partner_ingest.sftp.globs import PathFilter
 
 UNSAFE_NAME = re.compile(r"[\x00-\x1f\x7f/\\]")
@@ -45,6 +46,8 @@ class Selection:
         """Why one path segment is not accepted, or None."""
         if UNSAFE_NAME.search(name):
             return "name not accepted: control characters or a slash or backslash"
+        if not_utf8(name):
+            return "name not accepted: it is not UTF-8 (ask the partner to name files in UTF-8)"
         if self.reserved_suffix and name.endswith(self.reserved_suffix):
             return f"name not accepted: the reserved suffix '{self.reserved_suffix}' (archives expand there)"
         return None

@@ -15,6 +15,7 @@ from typing import Protocol
 import paramiko
 
 from partner_ingest.sftp.connection import SftpSession
+from partner_ingest.sftp.directory_listing import list_directory
 from partner_ingest.sftp.remote_file import refused_remote_dir
 
 
@@ -84,7 +85,7 @@ def walk(session: SftpSession, selection: ListingRules, *, max_entries: int = 2_
         relative_dir, depth = queue.popleft()
         absolute = session.remote_path(relative_dir) if relative_dir else root
         try:
-            entries = session.sftp.listdir_attr(absolute)
+            entries = list_directory(session.sftp, absolute)
         except (paramiko.SFTPError, OSError) as exc:
             if not relative_dir:
                 raise refused_remote_dir(exc, partner, doing="list") from None

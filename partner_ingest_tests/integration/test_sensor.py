@@ -248,6 +248,25 @@ def test_unsafe_and_reserved_names_are_reported_not_ingested(driver_for, make_pa
     assert "name not accepted" in warnings
 
 
+def test_a_name_that_is_not_utf8_is_reported_and_the_rest_lands(driver_for, make_partner, s3, capfd):
+    """One Latin-1 file name must not stop the partner: paramiko's own listing raises for the whole
+    directory; ours refuses that one name and names it."""
+    rig = make_partner(stability={"min_age_seconds": 0})
+    rig.write("in/ok.csv", b"ok")
+    rig.write("in/other.csv", b"other")
+    bad = os.fsencode(rig.tree / "in") + b"/caf\xe9.csv"
+    with open(bad, "wb") as out:
+        out.write(b"latin-1 name")
+    os.chmod(bad, 0o644)
+    driver = driver_for(rig)
+    data = driver.tick()
+    assert sorted(_requested(driver, data)) == ["in/ok.csv", "in/other.csv"]
+    warnings = capfd.readouterr().err
+    assert "caf\\udce9.csv" in warnings and "not UTF-8" in warnings
+    assert all(r.success for r in driver.launch(data.run_requests))
+    assert driver.tick().run_requests == []
+
+
 def test_partitions_registered_by_an_earlier_key_encoding_count_as_landed(driver_for, make_partner, s3):
     """Upgrading from percent-encoded keys copies nothing twice: a file landed under its old key is
     landed; a run of the old key still works; only a new file gets a partition of today's form."""
