@@ -21,7 +21,7 @@ to today's form, so a deployment upgrading keeps its history and copies nothing 
 from __future__ import annotations
 
 import re
-import unicodedata
+from bisect import bisect_right
 from collections.abc import Mapping
 from typing import TypeVar
 from urllib.parse import quote, unquote
@@ -30,10 +30,27 @@ T = TypeVar("T")
 
 _ASCII_ESCAPED = re.compile(r"[%,|\x00-\x1f\x7f]")
 _DOT_RUNS = re.compile(r"\.{2,}")
-# Unicode categories encoded: Cc control, Cf format, Co private use, Zl/Zp line and paragraph
-# separators, Zs spaces (no-break, ideographic, ...) but U+0020. Not Cn (unassigned): a newer Python's
-# Unicode database assigns such characters, and a key must not change with the interpreter.
-_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Co", "Zl", "Zp", "Zs"})
+# Characters encoded beyond ASCII's, as a frozen table rather than unicodedata categories: a newer
+# Python's Unicode database gives new characters categories (and a key must never change with the
+# interpreter, or an upgraded image would land every such file again). Inclusive ranges: Cc controls
+# (C1), Cf format characters as of Unicode 14.0 (bidi overrides, zero-width, tags), Zs spaces but
+# U+0020, Zl/Zp separators, Co private use, and characters that render blank or not at all (Hangul and
+# braille blanks, the combining grapheme joiner, Khmer inherent vowels, variation selectors).
+_HIDDEN_RANGES = (
+    (0x0080, 0x00A0), (0x00AD, 0x00AD), (0x034F, 0x034F), (0x0600, 0x0605), (0x061C, 0x061C),
+    (0x06DD, 0x06DD), (0x070F, 0x070F), (0x0890, 0x0891), (0x08E2, 0x08E2), (0x115F, 0x1160),
+    (0x1680, 0x1680), (0x17B4, 0x17B5), (0x180B, 0x180F), (0x2000, 0x200F), (0x2028, 0x202F),
+    (0x205F, 0x2064), (0x2066, 0x206F), (0x2800, 0x2800), (0x3000, 0x3000), (0x3164, 0x3164),
+    (0xE000, 0xF8FF), (0xFE00, 0xFE0F), (0xFEFF, 0xFEFF), (0xFFA0, 0xFFA0), (0xFFF9, 0xFFFB),
+    (0x110BD, 0x110BD), (0x110CD, 0x110CD), (0x13430, 0x13438), (0x1BCA0, 0x1BCA3), (0x1D173, 0x1D17A),
+    (0xE0001, 0xE0001), (0xE0020, 0xE007F), (0xE0100, 0xE01EF), (0xF0000, 0xFFFFD), (0x100000, 0x10FFFD),
+)
+_HIDDEN_STARTS = tuple(start for start, _ in _HIDDEN_RANGES)
+
+
+def _hidden(char: str) -> bool:
+    index = bisect_right(_HIDDEN_STARTS, ord(char)) - 1
+    return index >= 0 and ord(char) <= _HIDDEN_RANGES[index][1]
 
 
 def _escape(char: str) -> str:
@@ -41,11 +58,9 @@ def _escape(char: str) -> str:
 
 
 def _encode_char(char: str) -> str:
-    if char == " ":
-        return char
-    if char in "%,|" or unicodedata.category(char) in _HIDDEN_CATEGORIES:
-        return _escape(char)
-    return char
+    if char.isascii():
+        return _escape(char) if _ASCII_ESCAPED.match(char) else char
+    return _escape(char) if _hidden(char) else char
 
 
 def encode_partition_key(relative_path: str) -> str:

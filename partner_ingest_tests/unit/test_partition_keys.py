@@ -100,3 +100,25 @@ def test_where_a_file_has_two_keys_the_later_event_wins():
     assert newest_by_current_key(values, {legacy: 5, today: 9}) == {today: "new", "plain.csv": "p"}
     assert newest_by_current_key(values, {legacy: 12, today: 9}) == {today: "old", "plain.csv": "p"}
     assert newest_by_current_key({legacy: "only"}, {}) == {today: "only"}
+
+
+def test_the_frozen_table_covers_every_hidden_character_of_unicode_14():
+    """The table is frozen so keys never change with Python's Unicode database; it was built from
+    Unicode 14.0 (Python 3.11). On that database every control, format, private-use, separator and
+    non-ASCII space character is encoded."""
+    if unicodedata.unidata_version != "14.0.0":
+        pytest.skip(f"the table was built from Unicode 14.0, this Python has {unicodedata.unidata_version}")
+    missed = [f"U+{cp:04X}" for cp in range(0x80, 0x110000)
+              if unicodedata.category(chr(cp)) in ("Cc", "Cf", "Co", "Zl", "Zp", "Zs")
+              and encode_partition_key(chr(cp)) == chr(cp)]
+    assert not missed, missed[:20]
+
+
+@pytest.mark.parametrize("char", ["\u3164", "\u2800", "\ufe0f", "\u034f", "\u115f", "\U000e0101"])
+def test_characters_that_render_blank_are_encoded(char):
+    assert "%" in encode_partition_key(f"a{char}b.csv")
+
+
+def test_letters_digits_and_marks_stay_readable():
+    for path in ("日本語/報告書.csv", "Ünïcödé ñame.csv", "Ελληνικά.txt", "עברית.csv", "😀 emoji.csv"):
+        assert encode_partition_key(path) == path
