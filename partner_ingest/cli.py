@@ -59,7 +59,10 @@ def validate(file: Path | None) -> None:
 @click.argument("partners", nargs=-1)
 @click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
               help="partners.yaml to read (default $PARTNER_INGEST_CONFIG or ./partners.yaml)")
-def check(partners: tuple[str, ...], config_file: Path | None) -> None:
+@click.option("--demo", is_flag=True, help="check the running local demo's partner (see --state-dir)")
+@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
+              show_default=True, help="with --demo: the demo's state directory")
+def check(partners: tuple[str, ...], config_file: Path | None, demo: bool, state_dir: Path) -> None:
     """Check PARTNERS (all when none are named) before their first run.
 
     Per partner, in order: config OK, secret found, TCP reachable, host key matches the pin,
@@ -70,6 +73,21 @@ def check(partners: tuple[str, ...], config_file: Path | None) -> None:
     """
     from partner_ingest.operator_check import check as run_check
 
+    if demo:
+        import os
+
+        from partner_ingest.demo.object_store import demo_aws_environment
+        from partner_ingest.errors import ConfigError
+        from partner_ingest.landed_listing import running_demo
+        try:
+            config_file, endpoint_url = running_demo(state_dir)
+        except ConfigError as exc:
+            click.echo(f"partner-ingest check: {exc}", err=True)
+            sys.exit(1)
+        environment = demo_aws_environment(os.environ, endpoint_url)   # boto3 reads it: this process only
+        for name in [name for name in os.environ if name not in environment]:
+            del os.environ[name]
+        os.environ.update(environment)
     failed = False
     for step in run_check(partners, config_file):
         mark = "ok  " if step.ok else "FAIL"

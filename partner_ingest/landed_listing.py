@@ -54,15 +54,20 @@ def landed_objects(config: IngestConfig, s3: Any, names: Iterable[str] = (), lim
                        "set, and that they allow s3:ListBucket and s3:GetObjectTagging on the prefix") from None
 
 
-def demo_config_and_client(state_dir: Path) -> tuple[IngestConfig, Any]:
-    """The running demo's partners.yaml and an S3 client for its embedded endpoint (from endpoints.json)."""
+def running_demo(state_dir: Path) -> tuple[Path, str]:
+    """The running demo's partners.yaml and its embedded AWS endpoint (from the demo's endpoints.json)."""
     endpoints_file = state_dir / "endpoints.json"
     try:
-        endpoints = json.loads(endpoints_file.read_text(encoding="utf-8"))
-        endpoint_url = endpoints["aws_endpoint_url"]
-    except (OSError, ValueError, KeyError):
+        endpoint_url = json.loads(endpoints_file.read_text(encoding="utf-8"))["aws_endpoint_url"]
+    except (OSError, ValueError, KeyError, TypeError):
         raise ConfigError(f"no running demo found at {state_dir} ({endpoints_file.name} missing or unreadable)",
                           action="start it with `bash scripts/demo.sh` (or pass the demo's --state-dir)") from None
+    return state_dir / "partners.yaml", endpoint_url
+
+
+def demo_config_and_client(state_dir: Path) -> tuple[IngestConfig, Any]:
+    """The running demo's partners.yaml and an S3 client for its embedded endpoint."""
     from partner_ingest.demo.object_store import isolated_client
 
-    return load_config(state_dir / "partners.yaml"), isolated_client("s3", endpoint_url)
+    partners_yaml, endpoint_url = running_demo(state_dir)
+    return load_config(partners_yaml), isolated_client("s3", endpoint_url)

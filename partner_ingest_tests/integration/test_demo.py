@@ -69,6 +69,12 @@ def test_demo_serves_the_ui_lists_the_asset_and_lands_a_file(demo):
     sha = next(t["Value"] for t in tags if t["Key"] == SHA256_TAG)
     assert sha in next(line for line in listed.stdout.splitlines() if object_key in line)
     assert f"landed --demo --state-dir {state}" in log.read_text()
+    checked = subprocess.run([sys.executable, "-m", "partner_ingest.cli", "check", "--demo", "--state-dir", str(state)],
+                             capture_output=True, text=True, timeout=120, env=_without_aws())
+    print(checked.stdout)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    steps = [line.split(":")[1].strip() for line in checked.stdout.splitlines()]
+    assert steps[-1] == "files matching the globs" and "FAIL" not in checked.stdout
     # No line a demo user cannot act on: dagster dev's "use dg dev", the check outputs notice.
     text = log.read_text()
     assert "dg dev" not in text and "did not yield or return expected outputs" not in text, text[-3000:]
