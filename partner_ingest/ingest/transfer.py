@@ -275,7 +275,8 @@ def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, 
     """The remote file open for a verified, resumable read; drained and closed however the read ends."""
     remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
     reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
-                             server_limit=link.session.read_limit)
+                             server_limit=link.session.read_limit,
+                             bytes_in_flight=partner.limits.read_in_flight_bytes)
 
     def reopen(cause: BaseException) -> bytes:
         nonlocal remote

@@ -77,6 +77,12 @@ class ConnectionSettings:
     max_packet_size: int = setting(256 * 1024, "bytes", "largest SSH data packet")
 
 
+def channel_window(settings: ConnectionSettings, partner: PartnerConfig) -> int:
+    """The SFTP channel's window: at least the partner's reads in flight plus a request's worth, or the
+    server would stop sending before the pipeline is full and a far link would run at window / RTT."""
+    return max(settings.window_size, partner.limits.read_in_flight_bytes + 2 * settings.max_packet_size)
+
+
 def host_key_name(host: str, port: int) -> str:
     return host if port == 22 else f"[{host}]:{port}"
 
@@ -240,7 +246,7 @@ def open_session(partner: PartnerConfig, credentials: SftpCredentials,
     transport.set_keepalive(settings.keepalive_seconds)
     try:
         sftp = paramiko.SFTPClient.from_transport(
-            transport, window_size=settings.window_size, max_packet_size=settings.max_packet_size)
+            transport, window_size=channel_window(settings, partner), max_packet_size=settings.max_packet_size)
     except (paramiko.SSHException, OSError) as exc:
         client.close()
         raise ConnectionFailedError(

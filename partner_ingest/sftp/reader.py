@@ -35,8 +35,9 @@ from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, 
 # OpenSSH's sftp-server answers at most 256 KiB - 1 KiB per read request.
 DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_MAX_IN_FLIGHT = 32
-# Requests in flight once a server's cap is learned: 8 MiB at 32 KiB, bounded for servers that cap lower.
-MAX_REQUESTS_IN_FLIGHT = 512
+# Requests in flight, at most: 32 MiB at 32 KiB once a server's cap is learned, bounded for servers that cap
+# lower (each request is a few Python objects and a packet).
+MAX_REQUESTS_IN_FLIGHT = 1024
 # A cap below this is not learned (one odd short answer must not turn every later request into a few bytes).
 MIN_LEARNED_CHUNK = 4 * 1024
 # A reply that brings no new byte, this many times in a row for one range, means the server is stuck.
@@ -99,15 +100,15 @@ class PipelinedReader:
 
     def __init__(self, sftp: paramiko.SFTPClient, handle: bytes, *, size: int, offset: int = 0,
                  chunk_size: int = DEFAULT_CHUNK_SIZE, max_in_flight: int = DEFAULT_MAX_IN_FLIGHT,
-                 server_limit: int | None = None) -> None:
+                 server_limit: int | None = None, bytes_in_flight: int | None = None) -> None:
         self._sftp = sftp
         self._handle = handle
         self._size = size
         self._offset = offset          # next byte the caller will get
         self._next_request = offset    # next byte to request
-        self._bytes_in_flight = chunk_size * max_in_flight
+        self._bytes_in_flight = bytes_in_flight or chunk_size * max_in_flight
         self._chunk_size = chunk_size
-        self._max_in_flight = max_in_flight
+        self._max_in_flight = max(1, min(MAX_REQUESTS_IN_FLIGHT, self._bytes_in_flight // chunk_size))
         self.learned_chunk_size: int | None = None
         self._learned_from_reply = False
         if server_limit and server_limit < chunk_size:

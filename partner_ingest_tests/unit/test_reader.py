@@ -345,3 +345,28 @@ def test_fuzz_every_read_is_byte_exact(block):
     """200 fixed seeds in four blocks (so a failure names a small range, and the run stays deterministic)."""
     for seed in range(block * 50, block * 50 + 50):
         _fuzz_case(seed)
+
+
+def test_a_far_partners_bytes_in_flight_set_the_pipeline_depth_and_survive_a_learned_cap():
+    """``limits.read_in_flight_bytes`` is what one connection moves per round trip; a learned cap keeps
+    the bytes, not the request count."""
+    data = _data(96 * MiB, seed=5)   # the first 32 MiB go out before the cap is learned
+    wide = PipelinedReader(FakeSftp(data), HANDLE, size=len(data), bytes_in_flight=32 * MiB)
+    got, most = _in_flight_while_reading(wide, len(data))
+    assert got == data and most == (32 * MiB) // DEFAULT_CHUNK_SIZE
+    capped = PipelinedReader(FakeSftp(data, answer=_capped(64 * KiB)), HANDLE, size=len(data),
+                             bytes_in_flight=32 * MiB)
+    got, most = _in_flight_while_reading(capped, len(data))
+    assert got == data and capped.learned_chunk_size == 64 * KiB and most == 512
+
+
+def test_the_channel_window_always_holds_the_reads_in_flight():
+    from partner_ingest.config import PartnerConfig
+    from partner_ingest.sftp.connection import ConnectionSettings, channel_window
+
+    base = {"name": "p", "host": "h", "username": "u", "secret_id": "s", "remote_dir": "/d", "landing_prefix": "p/",
+            "host_keys": ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOX9DK+u0/TmQigRmaMo5k1Ynbt90m8HlN6FKH0w78Ji"]}
+    settings = ConnectionSettings()
+    for in_flight in (256 * KiB, 8 * MiB, 64 * MiB):
+        partner = PartnerConfig.model_validate({**base, "limits": {"read_in_flight_bytes": in_flight}})
+        assert channel_window(settings, partner) >= in_flight + settings.max_packet_size
