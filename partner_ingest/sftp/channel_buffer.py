@@ -1,12 +1,13 @@
 """A receive buffer for paramiko channels whose reads do not move the rest of the buffer.
 
 paramiko's ``BufferedPipe`` keeps received bytes in one ``array`` and deletes the front on every
-read, so each read costs a copy of everything still buffered — up to the channel window we allow (at
-least a partner's reads in flight), at least twice per SFTP response (length, then body). Profiling the transfer put ~40% of the SFTP
-client's time there. This drop-in keeps the received chunks in a queue with an offset into the first
-one. Measured on the 1 GiB benchmark: read + SHA-256 of 512 MiB went from 183–194 to 265–297 MiB/s.
-It keeps ``BufferedPipe``'s contract (``feed``, ``read`` with timeout, ``read_ready``, ``empty``,
-``close``, ``set_event``, ``len``), which is all ``paramiko.Channel`` uses.
+read, so each read costs a copy of everything still buffered — up to the channel window we allow
+(at least a partner's reads in flight), at least twice per SFTP response (length, then body).
+Profiling the transfer put ~40% of the SFTP client's time there. This drop-in keeps the received
+chunks in a queue with an offset into the first one. Measured on the 1 GiB benchmark: read +
+SHA-256 of 512 MiB went from 183–194 to 265–297 MiB/s. It keeps ``BufferedPipe``'s contract
+(``feed``, ``read`` with timeout, ``read_ready``, ``empty``, ``close``, ``set_event``, ``len``),
+which is all ``paramiko.Channel`` uses.
 """
 
 from __future__ import annotations
