@@ -119,7 +119,7 @@ def _config(workdir: Path, port: int, host_keys: list[Path], user_file: Path) ->
 def start_proftpd(password: str | None = None) -> Proftpd:
     """Start ``proftpd -n`` on a free port; returns once it accepts TCP connections (bounded wait)."""
     _check_installed()
-    workdir = Path(tempfile.mkdtemp(prefix="pi-proftpd-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"pi-proftpd-{os.getpid()}-"))  # the PID: whose it is
     workdir.chmod(0o755)  # the virtual user's home: it must be able to chdir there after login
     password = password or secrets.token_urlsafe(18)
 

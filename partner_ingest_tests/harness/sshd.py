@@ -65,7 +65,7 @@ def start_sshd() -> Sshd:
     if not Path(SSHD).exists():
         raise RuntimeError("sshd not found: apt-get install openssh-server (scripts/test.sh does this)")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
-    workdir = Path(tempfile.mkdtemp(prefix="pi-sshd-"))
+    workdir = Path(tempfile.mkdtemp(prefix=f"pi-sshd-{os.getpid()}-"))  # the PID: whose it is
     workdir.chmod(0o755)
     password = accounts.acquire("sshd")
 
