@@ -63,12 +63,15 @@ def wait_for_ui(demo: Demo, timeout: float = 180) -> None:
              timeout, "the code location to load", proc, log)
 
 
-@pytest.fixture(name="demo")
-def demo_fixture(tmp_path) -> Iterator[Demo]:
-    """The demo, as ``demo``: a test module imports ``demo_fixture`` (so the parameter does not shadow it)."""
+@pytest.fixture(name="demo", scope="module")
+def demo_fixture(tmp_path_factory) -> Iterator[Demo]:
+    """The demo, as ``demo``: a test module imports ``demo_fixture`` (so the parameter does not shadow it).
+    One per module: its tests read what the demo did and change nothing another of them relies on, and a
+    start costs ~20 s."""
     port = free_port()
-    log = tmp_path / "demo.log"
-    state = tmp_path / "state"
+    home = tmp_path_factory.mktemp("demo")
+    log = home / "demo.log"
+    state = home / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     with log.open("w") as out:
         proc = subprocess.Popen([sys.executable, "-m", "partner_ingest.cli", "demo", "--port", str(port),
