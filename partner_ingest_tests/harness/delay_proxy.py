@@ -19,8 +19,9 @@ connections here are loopback ones; the proxy absorbs the delay). A real 100 ms 
 buffers of at least bandwidth x RTT.
 
 Memory is bounded: each direction holds at most ``max_buffered`` bytes (default 256 MiB); when full it
-stops reading, so TCP pushes back on the sender. Every loop wakes at least every 0.2 s to check for
-``close()``, which joins every thread and closes every socket.
+stops reading, so TCP pushes back on the sender. Threads block in ``recv``/``sendmsg`` or wait at most
+0.2 s for each other; ``close()`` shuts every socket down (which wakes them), joins every thread and
+closes every socket.
 """
 
 from __future__ import annotations
@@ -44,11 +45,18 @@ from partner_ingest_tests.harness.processes import stop_process
 
 RECV_SIZE = 256 * KiB
 MAX_BUFFERED = 256 * MiB
-_TICK = 0.2  # the longest any loop waits before it checks whether to stop
+_TICK = 0.2  # the longest a thread waits for its peer thread before it checks whether to stop
+_MAX_BATCH = 512  # pieces per sendmsg (IOV_MAX is 1024)
 
 
 class _Direction:
-    """One way of one connection: a reader stamps what ``src`` sends, a writer hands it to ``dst`` when due."""
+    """One way of one connection: a reader stamps what ``src`` sends, a writer hands it to ``dst`` when due.
+
+    Cheap per piece, because a delayed link carries many small ones (OpenSSH's 32 KiB packets): blocking
+    socket calls (``close()`` shuts the sockets down to wake them), the writer is woken only when the
+    queue was empty (otherwise it already sleeps until the head is due), and it sends everything that is
+    due in one ``sendmsg``.
+    """
 
     def __init__(self, proxy: DelayProxy, link: _Link, src: socket.socket, dst: socket.socket, name: str) -> None:
         self.proxy, self.link, self.src, self.dst, self.name = proxy, link, src, dst, name
@@ -56,6 +64,7 @@ class _Direction:
         self.buffered = 0
         self.forwarded = 0
         self.cond = threading.Condition()
+        self._reader_waits = False
         self.threads = [threading.Thread(target=self._read, name=f"delay-{name}-read", daemon=True),
                         threading.Thread(target=self._write, name=f"delay-{name}-write", daemon=True)]
 
@@ -63,69 +72,77 @@ class _Direction:
         return self.proxy._stop.is_set() or self.link.aborted.is_set()
 
     def _read(self) -> None:
+        limit, size, delay = self.proxy.max_buffered, self.proxy.recv_size, self.proxy.delay
         try:
             while not self._stopping():
                 with self.cond:
-                    if self.buffered >= self.proxy.max_buffered:
-                        self.cond.wait(_TICK)   # full: stop reading, so TCP pushes back on the sender
+                    if self.buffered >= limit:   # full: stop reading, so TCP pushes back on the sender
+                        self._reader_waits = True
+                        self.cond.wait(_TICK)
+                        self._reader_waits = False
                         continue
-                readable, _, _ = select.select([self.src], [], [], _TICK)
-                if not readable:
-                    continue
-                try:
-                    data = self.src.recv(self.proxy.recv_size)
-                except (BlockingIOError, InterruptedError):
-                    continue
-                due = time.monotonic() + self.proxy.delay
+                data = self.src.recv(size)
+                due = time.monotonic() + delay
                 with self.cond:
+                    if not self.queue:
+                        self.cond.notify()   # the writer sleeps on an empty queue; otherwise until the head is due
                     self.queue.append((due, data or None))
                     if data:
                         self.buffered += len(data)
-                        self.proxy._note_buffered(self.buffered)
-                    self.cond.notify_all()
-                if not data:
+                if data:
+                    self.proxy._note_buffered(self.buffered)
+                else:
                     return
         except OSError:
             self.link.abort()
 
     def _write(self) -> None:
         try:
-            while not self._stopping():
+            while True:
+                batch: list[bytes | None] = []
                 with self.cond:
-                    if not self.queue:
-                        self.cond.wait(_TICK)
-                        continue
-                    due, data = self.queue[0]
-                    wait = due - time.monotonic()
-                    if wait > 0:
-                        self.cond.wait(min(wait, _TICK))
-                        continue
-                    self.queue.popleft()
-                if data is None:
+                    while not batch:
+                        if self._stopping():
+                            return
+                        if not self.queue:
+                            self.cond.wait(_TICK)
+                            continue
+                        now = time.monotonic()
+                        wait = self.queue[0][0] - now
+                        if wait > 0:
+                            self.cond.wait(min(wait, _TICK))
+                            continue
+                        while self.queue and self.queue[0][0] <= now and len(batch) < _MAX_BATCH:
+                            batch.append(self.queue.popleft()[1])
+                pieces = [piece for piece in batch if piece is not None]
+                sent = _send_all(self.dst, pieces)
+                with self.cond:
+                    self.buffered -= sent
+                    self.forwarded += sent
+                    if self._reader_waits:
+                        self.cond.notify()
+                if batch[-1] is None:
                     with contextlib.suppress(OSError):
                         self.dst.shutdown(socket.SHUT_WR)
                     return
-                self._send(data)
-                with self.cond:
-                    self.buffered -= len(data)
-                    self.forwarded += len(data)
-                    self.cond.notify_all()
         except OSError:
             self.link.abort()
         finally:
             self.link.direction_done()
 
-    def _send(self, data: bytes) -> None:
-        view = memoryview(data)
-        while view and not self._stopping():
-            _, writable, _ = select.select([], [self.dst], [], _TICK)
-            if not writable:
-                continue
-            try:
-                sent = self.dst.send(view)
-            except (BlockingIOError, InterruptedError):
-                continue
-            view = view[sent:]
+
+def _send_all(sock: socket.socket, pieces: list[bytes]) -> int:
+    """``sendmsg`` until every piece is sent (a blocking socket may still return short); the bytes sent."""
+    total = sum(len(piece) for piece in pieces)
+    views = [memoryview(piece) for piece in pieces]
+    while views:
+        sent = sock.sendmsg(views)
+        while views and sent >= len(views[0]):
+            sent -= len(views[0])
+            views.pop(0)
+        if views and sent:
+            views[0] = views[0][sent:]
+    return total
 
 
 class _Link:
@@ -155,14 +172,19 @@ class _Link:
             self.close_sockets()
 
     def abort(self) -> None:
-        """A reset or error on either side ends the whole connection at once (no delay for a reset)."""
+        """A reset or error on either side ends the whole connection at once (no delay for a reset). Shutting
+        the sockets down wakes the threads blocked in ``recv`` or ``sendmsg`` on them."""
         self.aborted.set()
         for sock in self.sockets:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
 
     def close_sockets(self) -> None:
+        """Shut down before closing: a thread blocked in ``recv`` on a socket another thread merely closes is
+        never woken (and the peer never sees the end)."""
         for sock in self.sockets:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
             with contextlib.suppress(OSError):
                 sock.close()
 
@@ -242,7 +264,7 @@ class DelayProxy:
                 continue
             for sock in (client, server):
                 sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)  # small requests go out at once
-                sock.setblocking(False)
+                sock.settimeout(None)   # blocking; close() and errors shut the sockets down to wake the threads
             link = _Link(self, client, server)
             with self._lock:
                 self.connections += 1

@@ -25,13 +25,19 @@ def peer(handle: Callable[[socket.socket], None]) -> Iterator[int]:
     """A one-connection TCP server on 127.0.0.1 running ``handle``; yields its port, joins it on exit."""
     listener = socket.create_server(("127.0.0.1", 0))
     listener.settimeout(10)
+    failures: list[BaseException] = []
 
     def serve() -> None:
-        with contextlib.suppress(OSError):
+        try:
             conn, _ = listener.accept()
-            with conn:
-                conn.settimeout(20)
+        except OSError:
+            return   # the test never connected
+        with conn:
+            conn.settimeout(5)   # the proxy must pass the end on: a peer left waiting fails the test
+            try:
                 handle(conn)
+            except OSError as exc:
+                failures.append(exc)
 
     thread = threading.Thread(target=serve, daemon=True)
     thread.start()
@@ -39,8 +45,9 @@ def peer(handle: Callable[[socket.socket], None]) -> Iterator[int]:
         yield listener.getsockname()[1]
     finally:
         listener.close()
-        thread.join(timeout=25)
-        assert not thread.is_alive()
+        thread.join(timeout=10)
+    assert not thread.is_alive()
+    assert not failures, failures
 
 
 def echo(conn: socket.socket) -> None:
