@@ -43,8 +43,7 @@ the round trips every file costs whatever is in flight (open, first reply, close
 
 Reused from ``benchmarks/transfer_throughput.py``: its rig set-up (``prepare``), CPU measurement of sshd
 and moto (``Measure``/``SshdCpu``), ``run_child`` for the ``land_file`` case, the rclone command and
-environment, ``purge``, ``versions``. Copied, because they are private there: ``_proc_cpu`` and
-``_children`` (a few lines each, as ``proc_cpu`` and ``children`` below).
+environment, ``purge``, ``versions``, and the per-process CPU readers ``proc_cpu`` and ``children``.
 """
 
 from __future__ import annotations
@@ -138,22 +137,6 @@ def child_read(spec_json: str) -> int:
 # measuring
 
 
-def proc_cpu(pid: int) -> float | None:
-    """Copied from transfer_throughput._proc_cpu: CPU seconds of a live process, None once it is gone."""
-    try:
-        data = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields_ = data[data.rindex(")") + 2:].split()
-    return (int(fields_[11]) + int(fields_[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def children(pid: int) -> list[int]:
-    """Copied from transfer_throughput._children."""
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
 
 
 def vm_hwm_kib(pid: int) -> int | None:
@@ -191,7 +174,7 @@ class TreePeakRss(threading.Thread):
             hwm = vm_hwm_kib(pid)
             if hwm is not None:
                 self._peaks[pid] = max(self._peaks.get(pid, 0), hwm)
-            stack.extend(children(pid))
+            stack.extend(tt.children(pid))
 
     def stop(self) -> float:
         self._stop_event.set()
@@ -224,7 +207,7 @@ def our_cpu_seconds(base: tt.Rig, levels: list[Level]) -> float:
     reaped = resource.getrusage(resource.RUSAGE_CHILDREN)
     proxies = sum(level.proxy_cpu() or 0.0 for level in levels)
     return (tt.process_cpu() + reaped.ru_utime + reaped.ru_stime + base.sshd_cpu.total()
-            + (proc_cpu(base.moto.proc.pid) or 0.0) + proxies)
+            + (tt.proc_cpu(base.moto.proc.pid) or 0.0) + proxies)
 
 
 @dataclass
@@ -241,7 +224,7 @@ class Level(tt.Rig):
         return {**super().spec, "port": self.port}
 
     def proxy_cpu(self) -> float | None:
-        return proc_cpu(self.proxy.pid) if self.proxy is not None else None
+        return tt.proc_cpu(self.proxy.pid) if self.proxy is not None else None
 
 
 def proxy_delta(level: Level, before: float | None) -> float | None:

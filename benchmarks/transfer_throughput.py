@@ -182,7 +182,7 @@ class Sample:
     rss_mib: float | None = None
 
 
-def _proc_cpu(pid: int) -> float | None:
+def proc_cpu(pid: int) -> float | None:
     """CPU seconds (user + system, all threads) of a live process, or None once it is gone."""
     try:
         data = Path(f"/proc/{pid}/stat").read_text()
@@ -192,7 +192,7 @@ def _proc_cpu(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _children(pid: int) -> list[int]:
+def children(pid: int) -> list[int]:
     try:
         return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     except OSError:
@@ -227,9 +227,9 @@ class SshdCpu(threading.Thread):
                 if pid not in visited:
                     visited.add(pid)
                     self._live.add(pid)
-                    stack.extend(_children(pid))
+                    stack.extend(children(pid))
             for pid in list(self._live):
-                cpu = _proc_cpu(pid)
+                cpu = proc_cpu(pid)
                 if cpu is None:
                     self._live.discard(pid)
                 else:
@@ -261,7 +261,7 @@ class Measure:
     def _snapshot(self) -> tuple[float, float, float, float]:
         children = resource.getrusage(resource.RUSAGE_CHILDREN)
         return (time.monotonic(), process_cpu() + children.ru_utime + children.ru_stime,
-                self._rig.sshd_cpu.total(), _proc_cpu(self._rig.moto.proc.pid) or 0.0)
+                self._rig.sshd_cpu.total(), proc_cpu(self._rig.moto.proc.pid) or 0.0)
 
     def __enter__(self) -> Measure:
         self._start = self._snapshot()

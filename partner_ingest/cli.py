@@ -55,13 +55,24 @@ def validate(file: Path | None) -> None:
     click.echo(f"{path}: {len(config.partners)} partners OK")
 
 
+def _partners_and_source(demo_help: str):
+    """PARTNERS, --config, and --demo/--state-dir (the running local demo instead of partners.yaml)."""
+    def decorate(command):
+        for option in reversed((
+            click.argument("partners", nargs=-1),
+            click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                         help="partners.yaml to read (default $PARTNER_INGEST_CONFIG or ./partners.yaml)"),
+            click.option("--demo", is_flag=True, help=f"{demo_help} (see --state-dir)"),
+            click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
+                         show_default=True, help="with --demo: the demo's state directory"),
+        )):
+            command = option(command)
+        return command
+    return decorate
+
+
 @cli.command()
-@click.argument("partners", nargs=-1)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="partners.yaml to read (default $PARTNER_INGEST_CONFIG or ./partners.yaml)")
-@click.option("--demo", is_flag=True, help="check the running local demo's partner (see --state-dir)")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
-              show_default=True, help="with --demo: the demo's state directory")
+@_partners_and_source("check the running local demo's partner")
 def check(partners: tuple[str, ...], config_file: Path | None, demo: bool, state_dir: Path) -> None:
     """Check PARTNERS (all when none are named) before their first run.
 
@@ -99,12 +110,7 @@ def check(partners: tuple[str, ...], config_file: Path | None, demo: bool, state
 
 
 @cli.command()
-@click.argument("partners", nargs=-1)
-@click.option("--config", "config_file", type=click.Path(dir_okay=False, path_type=Path), default=None,
-              help="partners.yaml to read (default $PARTNER_INGEST_CONFIG or ./partners.yaml)")
-@click.option("--demo", is_flag=True, help="list the running local demo's bucket (see --state-dir)")
-@click.option("--state-dir", type=click.Path(file_okay=False, path_type=Path), default=Path(".demo"),
-              show_default=True, help="with --demo: the demo's state directory")
+@_partners_and_source("list the running local demo's bucket")
 @click.option("--limit", type=click.IntRange(min=1), default=200, show_default=True,
               help="at most this many objects per partner")
 def landed(partners: tuple[str, ...], config_file: Path | None, demo: bool, state_dir: Path, limit: int) -> None:
