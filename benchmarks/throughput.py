@@ -12,7 +12,14 @@ harness, in its own process) and measures, in one run, at each RTT:
   printed); plus two rows that set the window explicitly: 32 MiB in flight in a 32.5 MiB window (the
   in-flight plus two packets) and 64 MiB in flight in a 16 MiB window (``--window-case``);
 * ours end to end (``land_file`` -> moto S3) with the product's defaults;
-* rclone ``copyto`` sftp -> moto S3.
+* rclone ``copyto`` sftp -> moto S3;
+* with ``--small-files N`` (the flag alone: 2000), N x 16 KiB files at each RTT in ``--small-rtt-ms`` (default
+  0 and 20; 100 if asked and in ``--rtt-ms``): ours as a Dagster run lands them (``RunPipeline`` over
+  ``encode_partition_key`` keys, a ``PartnerLink`` factory as ``SftpResource.link`` builds it, ``Wanted()``,
+  the partner's default ``limits.max_connections``), rclone ``copy --transfers 4`` sftp -> moto, OpenSSH
+  ``sftp get -r`` to a temp dir; files/s and ours over rclone. ``--only-small`` runs only these:
+
+    .venv/bin/python -m benchmarks.throughput --size-mib 64 --small-files 2000 --only-small --rtt-ms 0 20 --no-direct
 
 The delay is the harness's ``DelayProxy`` (a user-space delay line: it forwards every byte RTT/2 after it
 arrived, without a rate limit), because the kernel here has no ``netem`` (see its docstring). It runs in
@@ -349,6 +356,137 @@ def case_ours_s3(level: Level, s3: Any) -> Run:
 
 
 # --------------------------------------------------------------------------------------------------
+# small files (``--small-files N``): N x 16 KiB files in ``small/`` at each RTT level
+
+SMALL_OURS = "ours: RunPipeline (as a Dagster run)"
+SMALL_RCLONE = "rclone copy sftp->S3 --transfers 4"
+SMALL_OPENSSH = "OpenSSH sftp get -r -> temp dir"
+SMALL_KIB = 16
+
+
+def purge_all(s3: Any, bucket: str, prefix: str) -> None:
+    """``transfer_throughput.purge`` until nothing is left: moto's version listing skips entries when a page
+    is deleted while it is paginated (2000 files left the second 1000 behind)."""
+    for _ in range(20):
+        tt.purge(s3, bucket, prefix)
+        page = s3.list_object_versions(Bucket=bucket, Prefix=prefix, MaxKeys=1)
+        if not page.get("Versions") and not page.get("DeleteMarkers"):
+            return
+    raise RuntimeError(f"could not empty s3://{bucket}/{prefix}")
+
+
+def small_names(level: Level) -> list[str]:
+    return sorted(p.name for p in (level.tree / tt.SMALL_DIR).iterdir())
+
+
+def case_small_ours(level: Level, s3: Any) -> tuple[float, str]:
+    """What ``defs/assets.py::_land`` does: ``RunPipeline`` over the partner's keys, ``links`` a ``PartnerLink``
+    factory as ``SftpResource.link`` builds it (``open_session`` with the default ``ConnectionSettings``, the
+    default ``ReconnectPolicy``), ``Wanted()``, consuming ``outcomes()``; the partner's default
+    ``limits.max_connections``. Timed from construction (the logins are part of it) to the last outcome."""
+    from partner_ingest.ingest.partition_keys import encode_partition_key
+    from partner_ingest.ingest.run_pipeline import RunPipeline, Wanted
+    from partner_ingest.sftp.connection import ConnectionSettings, open_session
+    from partner_ingest.sftp.credentials import credentials_from_secret
+    from partner_ingest.sftp.link import PartnerLink
+
+    spec = level.spec
+    partner = tt.partner_for(spec)
+    credentials = credentials_from_secret("bench", "bench-key",
+                                          json.dumps({"private_key": Path(spec["key_file"]).read_text()}))
+    connection = ConnectionSettings()
+    keys = [encode_partition_key(f"{tt.SMALL_DIR}/{name}") for name in small_names(level)]
+    started = time.monotonic()
+    run = RunPipeline(partner, bucket=level.bucket, keys=keys,
+                      links=lambda: PartnerLink(lambda: open_session(partner, credentials, connection)),
+                      s3=s3, wanted=Wanted(), warn=lambda line: print(f"  warn: {line}", file=sys.stderr))
+    landed = 0
+    with contextlib.closing(run.outcomes()) as outcomes:
+        for outcome in outcomes:
+            if outcome.landed is None or not outcome.landed.uploaded:
+                landed_file = outcome.landed
+                raise RuntimeError(f"ours: {outcome.remote_path} did not land and upload: error {outcome.error}, "
+                                   f"uploaded {landed_file.uploaded if landed_file else None}")
+            landed += 1
+    seconds = time.monotonic() - started
+    report = run.report
+    if report.unreachable is not None or report.failures or report.refused or landed != len(keys):
+        raise RuntimeError(f"ours landed {landed} of {len(keys)}: unreachable {report.unreachable}, "
+                           f"failures {report.failures[:3]}, refused {report.refused[:3]}")
+    count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=level.bucket, Prefix=f"{tt.LANDING_PREFIX}/{tt.SMALL_DIR}/"))
+    if count != len(keys):
+        raise RuntimeError(f"ours: {count} objects in S3, expected {len(keys)}")
+    purge_all(s3, level.bucket, f"{tt.LANDING_PREFIX}/")
+    return seconds, f"{report.sessions} sessions (limits.max_connections {partner.limits.max_connections})"
+
+
+def case_small_rclone(level: Level, s3: Any) -> tuple[float, str]:
+    prefix = f"rclone-small-{secrets.token_hex(4)}"
+    cmd = tt.rclone_command(level, "copy", "--transfers", "4", f"src:{level.remote(tt.SMALL_DIR)}",
+                            f"dst:{level.bucket}/{prefix}")
+    _, run = run_external(level, cmd, env=tt.rclone_env(), what="rclone copy")
+    count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=level.bucket, Prefix=f"{prefix}/"))
+    if count != level.args.small_files:
+        raise RuntimeError(f"rclone copied {count} small files, expected {level.args.small_files}")
+    purge_all(s3, level.bucket, f"{prefix}/")
+    return run.whole_seconds, "whole command"
+
+
+def case_small_openssh(level: Level, s3: Any) -> tuple[float, str]:
+    dest = Path(tempfile.mkdtemp(prefix="small-get-", dir=level.scratch))
+    try:
+        _, run = run_external(level, sftp_command(level, f"get -r {level.remote(tt.SMALL_DIR)} {dest}\n"),
+                              env=None, what="sftp get -r")
+        got = sum(1 for p in dest.rglob("*") if p.is_file())
+        if got != level.args.small_files:
+            raise RuntimeError(f"sftp get -r fetched {got} files, expected {level.args.small_files}")
+    finally:
+        shutil.rmtree(dest, ignore_errors=True)
+    return run.whole_seconds, "whole command, to local disk"
+
+
+SMALL_CASES = [(SMALL_OURS, case_small_ours), (SMALL_RCLONE, case_small_rclone), (SMALL_OPENSSH, case_small_openssh)]
+
+
+def run_small(args: argparse.Namespace, levels: list[Level], s3: Any) -> list[dict[str, Any]]:
+    small_levels = [lv for lv in levels if lv.rtt_ms is not None and lv.rtt_ms in args.small_rtt_ms]
+    rows: list[dict[str, Any]] = []
+    for level in small_levels:
+        for label, case in SMALL_CASES:
+            runs, note = [], ""
+            for run in range(args.repeat):
+                print(f"small files, {level.label}, run {run + 1}/{args.repeat}: {label}", file=sys.stderr, flush=True)
+                seconds, note = case(level, s3)
+                print(f"  {seconds:7.2f} s ({args.small_files / seconds:7.1f} files/s)", file=sys.stderr, flush=True)
+                runs.append(seconds)
+            rows.append({"case": label, "level": level.label, "rtt_ms": level.rtt_ms,
+                         "seconds": statistics.median(runs), "files_s": args.small_files / statistics.median(runs),
+                         "runs_seconds": runs, "note": note})
+    return rows
+
+
+def print_small(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
+    print()
+    print(f"small files: {args.small_files} x {SMALL_KIB} KiB, median of {args.repeat} run(s); seconds are "
+          "whole (ours: from RunPipeline construction, logins included, to the last outcome; others: the whole "
+          "command); x rclone = files/s over rclone's at the same level")
+    print()
+    print(f"{'case':<40} {'RTT':>7} {'seconds':>8} {'files/s':>8} {'x rclone':>9}   note")
+    for level in dict.fromkeys(row["level"] for row in rows):
+        at = [row for row in rows if row["level"] == level]
+        rclone = next((row["files_s"] for row in at if row["case"] == SMALL_RCLONE), None)
+        for row in at:
+            print(f"{row['case']:<40} {level:>7} {row['seconds']:>8.2f} {row['files_s']:>8.1f} "
+                  f"{fmt(row['files_s'] / rclone if rclone else None, '.2f', 9)}   {row['note']}")
+        print()
+    ours = {r["level"]: r["files_s"] for r in rows if r["case"] == SMALL_OURS}
+    rclone = {r["level"]: r["files_s"] for r in rows if r["case"] == SMALL_RCLONE}
+    print("ours / rclone: " + ", ".join(f"{lv} {ours[lv] / rclone[lv]:.2f}x" for lv in ours if lv in rclone))
+
+
+# --------------------------------------------------------------------------------------------------
 # set-up, the runs, the report
 
 
@@ -530,11 +668,11 @@ def benchmark(args: argparse.Namespace) -> None:
         s3.create_bucket(Bucket=base.bucket)
         s3.put_bucket_versioning(Bucket=base.bucket, VersioningConfiguration={"Status": "Enabled"})
         levels = make_levels(args, base)
-        plan = cases(args)
+        plan = [] if args.only_small else cases(args)
         results: dict[tuple[str, str], list[Run]] = {}
         logins: dict[str, list[float]] = {}
         started = time.monotonic()
-        for run in range(args.repeat):
+        for run in range(0 if args.only_small else args.repeat):
             for level in levels:
                 logins.setdefault(level.label, []).extend(
                     case_openssh_login(level) for _ in range(0 if args.skip_openssh else 3))
@@ -554,6 +692,14 @@ def benchmark(args: argparse.Namespace) -> None:
                           f"cpu client {result.client_cpu:5.2f} s{proxy}; others {result.others_cores:.2f} cores",
                           file=sys.stderr, flush=True)
         elapsed = time.monotonic() - started
+        small_rows = run_small(args, levels, s3) if args.small_files else []
+        if args.only_small:
+            print(tt.versions())
+            print(cores())
+            print_small(args, small_rows)
+            if args.json:
+                Path(args.json).write_text(json.dumps({"args": vars(args), "small_files": small_rows}, indent=2))
+            return
         import partner_ingest.config as product_config
         from partner_ingest.sftp.connection import ConnectionSettings
 
@@ -584,8 +730,11 @@ def benchmark(args: argparse.Namespace) -> None:
         print()
         for line in summary(rows):
             print(line)
+        if small_rows:
+            print_small(args, small_rows)
         if args.json:
             Path(args.json).write_text(json.dumps({"header": header, "args": vars(args), "rows": rows,
+                                                   "small_files": small_rows,
                                                    "logins": logins, "raw": {f"{k[0]} | {k[1]}": [asdict(r) for r in v]
                                                                              for k, v in results.items()}},
                                                   indent=2))
@@ -626,6 +775,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--skip-openssh", action="store_true", help="leave out OpenSSH (e.g. to repeat our reads only)")
     parser.add_argument("--timeout", type=float, default=600.0, help="seconds any one transfer may take (default 600)")
     parser.add_argument("--json", help="also write the table (and every run) to this JSON file")
+    parser.add_argument("--small-files", type=int, nargs="?", const=2000, default=0, metavar="N",
+                        help=f"also land N x {SMALL_KIB} KiB files at each level in --small-rtt-ms: ours (RunPipeline "
+                             "as a Dagster run), rclone copy --transfers 4, OpenSSH get -r (default 0 = skipped; "
+                             "the flag alone: 2000)")
+    parser.add_argument("--small-rtt-ms", type=float, nargs="+", default=[0, 20],
+                        help="the RTT levels of the small-files case (default 0 20; 100 if it is in --rtt-ms)")
+    parser.add_argument("--only-small", action="store_true", help="run only the small-files case")
     parser.add_argument("--child-read", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.window_case is None:
@@ -633,7 +789,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if min(args.size_mib, args.repeat, args.read_mib, *args.in_flight_mib) < 1 or min(args.rtt_ms) < 0:
         parser.error("sizes and --repeat must be positive, RTTs not negative")
     # what transfer_throughput.prepare and Rig.spec read
-    args.small_files, args.small_kib, args.rclone_shell_type, args.multipart_threshold_mib = 0, 10, "", 16
+    args.small_kib, args.rclone_shell_type, args.multipart_threshold_mib = SMALL_KIB, "", 16
+    if args.small_files < 0:
+        parser.error("--small-files must not be negative")
+    if args.only_small and not args.small_files:
+        args.small_files = 2000
+    if args.small_files and not set(args.small_rtt_ms) <= set(args.rtt_ms):
+        parser.error("every --small-rtt-ms must be one of --rtt-ms")
     return args
 
 
@@ -645,7 +807,8 @@ def main(argv: list[str] | None = None) -> int:
         print("needs root: it starts a real sshd that authenticates its own system accounts\n"
               "  sudo .venv/bin/python -m benchmarks.throughput --size-mib 128", file=sys.stderr)
         return 2
-    for tool in ("sftp", "ssh-keygen", *([] if args.skip_rclone or args.skip_s3 else ["rclone"])):
+    needs_rclone = args.small_files or not (args.skip_rclone or args.skip_s3 or args.only_small)
+    for tool in ("sftp", "ssh-keygen", *(["rclone"] if needs_rclone else [])):
         if shutil.which(tool) is None:
             print(f"'{tool}' not found (scripts/test.sh installs openssh and rclone)", file=sys.stderr)
             return 2
