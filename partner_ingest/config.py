@@ -57,11 +57,15 @@ class RunLimits(_Strict):
     max_partitions_per_tick: Annotated[int, Field(ge=1, le=10_000)] = 2_000
     # Parallel SFTP sessions per run: small files are latency-bound. Partners often cap sessions per login.
     max_connections: Annotated[int, Field(ge=1, le=16)] = 4
-    # Read requests in flight per file, in bytes: one connection moves at most this much per round trip,
+    # Files moving at once over each of those sessions: a small file costs five round trips whatever its size,
+    # so one session carries several files' requests at a time (replies come back by request number). Bytes
+    # held stay within read_in_flight_bytes per session however many share it; a large file moves alone.
+    files_per_connection: Annotated[int, Field(ge=1, le=64)] = 8
+    # Read requests in flight per session, in bytes: one connection moves at most this much per round trip,
     # so a far partner needs its bandwidth-delay product (100 MiB/s at 100 ms is 10 MiB). Memory: the
-    # server sends only what was requested, so at most this much is buffered per session (the SSH channel
-    # window is twice it, headroom only). Measured at 100 ms RTT: 8 MiB 67, 16 MiB 116, 32 MiB 160-170,
-    # 64 MiB 185 MiB/s; OpenSSH sftp 18 (benchmarks/throughput.py).
+    # server sends only what was requested, and the files sharing a session hold at most this much between
+    # them (the SSH channel window is twice it, headroom only). Measured at 100 ms RTT: 8 MiB 67,
+    # 16 MiB 116, 32 MiB 160-170, 64 MiB 185 MiB/s; OpenSSH sftp 18 (benchmarks/throughput.py).
     read_in_flight_bytes: Annotated[int, Field(ge=256 * 1024, le=256 * 1024**2)] = 32 * 1024**2
     # Content identity (change_detection: content, or a server without mtimes): bytes of already landed
     # files the sensor re-reads per tick to compare digests; the rest wait for later ticks, in rotation.

@@ -18,10 +18,16 @@ the SFTP settings with their values and meaning (from ``ConnectionSettings`` / `
 """
 
 
+from typing import Any
+
+import boto3
+from botocore.config import Config
 from botocore.exceptions import BotoCoreError, ClientError
 from dagster import ResourceDefinition
 from dagster_aws.s3 import S3Resource
+from dagster_aws.s3.utils import disable_signing
 from dagster_aws.secretsmanager import SecretsManagerResource
+from dagster_aws.utils import construct_boto_client_retry_config
 
 from partner_ingest.config import PartnerConfig
 from partner_ingest.errors import SecretError
@@ -108,9 +114,37 @@ class SftpResource(ResourceDefinition):
         return PartnerLink(lambda: open_session(partner, credentials, self.connection), self.reconnect)
 
 
+S3_POOL_CONNECTIONS = 64
+"""HTTP connections the run's S3 client keeps: a run has up to ``max_connections x files_per_connection`` files
+(32 by default) calling S3 at once, plus boto3's part threads. botocore keeps 10; beyond that every request
+opens a new connection (a TLS handshake against real S3) and urllib3 warns "Connection pool is full"."""
+
+
+class LandingS3Resource(S3Resource):
+    """dagster-aws's ``S3Resource``, its client with a connection pool for the run's parallel files.
+
+    ``S3Resource`` has no setting for botocore's ``max_pool_connections``, so ``get_client`` builds the
+    client as dagster-aws's ``construct_s3_client`` does (same session, endpoint and retry configuration)
+    with the pool merged into that configuration.
+    """
+
+    def get_client(self) -> Any:
+        session = boto3.session.Session(profile_name=self.profile_name)
+        config = construct_boto_client_retry_config(self.max_attempts).merge(
+            Config(max_pool_connections=S3_POOL_CONNECTIONS))
+        client = session.client("s3", region_name=self.region_name, use_ssl=self.use_ssl, verify=self.verify,
+                                endpoint_url=self.endpoint_url, aws_access_key_id=self.aws_access_key_id,
+                                aws_secret_access_key=self.aws_secret_access_key,
+                                aws_session_token=self.aws_session_token, config=config)
+        if self.use_unsigned_session:
+            client.meta.events.register("choose-signer.s3.*", disable_signing)
+        return client
+
+
 def default_resources() -> dict[str, ResourceDefinition]:
     """The code location's resources: both built from the environment, neither configurable by a run."""
     # dagster-aws configures botocore's "standard" retry mode; 5 attempts ride out throttling and 5xx.
-    s3 = environment_only(S3Resource(max_attempts=5), "S3 client from the environment (AWS_ENDPOINT_URL, "
-                                                      "AWS_DEFAULT_REGION, the task role). Takes no run config.")
+    s3 = environment_only(LandingS3Resource(max_attempts=5),
+                          "S3 client from the environment (AWS_ENDPOINT_URL, AWS_DEFAULT_REGION, the task role), "
+                          f"{S3_POOL_CONNECTIONS} pooled connections. Takes no run config.")
     return {"sftp": SftpResource(secrets=SecretsManagerResource()), "s3": s3}

@@ -1,9 +1,14 @@
 """One run's files, landed over parallel SFTP sessions, reported file by file. Knows nothing of Dagster.
 
 A run covers many files; small files are latency-bound, so they go over up to ``limits.max_connections``
-sessions at once (fewer when the partner refuses extra sessions: that only slows the run). Each file is
-landed, optionally read back from S3, has its after-landing action applied, and, for archives, is
-expanded and checked. Whatever happens to one file is that file's :class:`FileOutcome`; the others go on.
+sessions at once (fewer when the partner refuses extra sessions: that only slows the run), and each
+session carries ``limits.files_per_connection`` files at a time: their SFTP requests share the session
+(replies come back by request number, see ``SharedSFTPClient``), and while one file's PUT waits on S3 the
+session serves the others, so a run of small files is bound by the slower side instead of the sum of
+both. The files on a session hold at most ``limits.read_in_flight_bytes`` between them (``ByteBudget``).
+Each file is landed, optionally read back from S3, has its after-landing action applied, and, for
+archives, is expanded and checked. Whatever happens to one file is that file's :class:`FileOutcome`; the
+others go on.
 
 Outcomes are yielded one by one as files finish, in the consumer's thread, so the caller can record
 each file while the rest are still moving. Closing the iterator early (the run was stopped) starts no
@@ -31,6 +36,7 @@ from partner_ingest.config import PartnerConfig
 from partner_ingest.errors import AfterLandingError, PartitionKeyError, PartnerIngestError
 from partner_ingest.ingest.after_landing import apply_after_landing
 from partner_ingest.ingest.archives import Expansion, expand_archive, is_archive_name, verify_expansion
+from partner_ingest.ingest.byte_budget import ByteBudget
 from partner_ingest.ingest.partition_keys import decode_partition_key, relative_path_of_key
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.ingest.transfer import LandedFile, land_file
@@ -282,14 +288,16 @@ class RunPipeline:
         if links is None:
             return
         self.report.sessions = len(links)
+        budgets = {id(link): ByteBudget(self.partner.limits.read_in_flight_bytes) for link in links}
+        slots = min(len(keys), len(links) * self.partner.limits.files_per_connection)
         idle: queue.SimpleQueue[PartnerLink] = queue.SimpleQueue()
-        for link in links:
-            idle.put(link)
+        for i in range(slots):  # round robin: the first files spread over every session
+            idle.put(links[i % len(links)])
 
         def work(key: str) -> FileOutcome:
             link = idle.get()
             try:
-                return self._land_one(link, key)
+                return self._land_one(link, key, budgets[id(link)])
             except Exception as exc:  # a bug or an untranslated library error: this file fails, the run goes on
                 path = remote_path_of_key(self.partner, key)
                 return FileOutcome(key, path, error=PartnerIngestError(
@@ -298,7 +306,7 @@ class RunPipeline:
             finally:
                 idle.put(link)
 
-        pool = ThreadPoolExecutor(max_workers=len(links), thread_name_prefix=f"{self.partner.name}-sftp")
+        pool = ThreadPoolExecutor(max_workers=slots, thread_name_prefix=f"{self.partner.name}-file")
         try:
             order = {pool.submit(work, key): i for i, key in enumerate(keys)}
             pending = set(order)
@@ -345,14 +353,14 @@ class RunPipeline:
             links.append(extra)
         return links
 
-    def _land_one(self, link: PartnerLink, key: str) -> FileOutcome:
+    def _land_one(self, link: PartnerLink, key: str, budget: ByteBudget) -> FileOutcome:
         partner, bucket, s3, wanted = self.partner, self.bucket, self._s3, self._wanted
         outcome = FileOutcome(key, remote_path_of_key(partner, key))
         try:
             relative_path = accepted_relative_path(partner, key)
             reporter = ProgressReporter(self._notes.put, partner.name, relative_path, every=self._progress_every) \
                 if self._progress is not None else None
-            landed = land_file(link, s3, bucket=bucket, relative_path=relative_path, progress=reporter)
+            landed = land_file(link, s3, bucket=bucket, relative_path=relative_path, progress=reporter, budget=budget)
         except PartnerIngestError as exc:
             outcome.error = exc if exc.path else type(exc)(exc.problem, partner=partner.name,
                                                            path=outcome.remote_path, action=exc.action)

@@ -37,6 +37,7 @@ from partner_ingest.errors import (
     ServerMisbehavedError,
     SourceChecksumError,
 )
+from partner_ingest.ingest.byte_budget import ByteBudget
 from partner_ingest.ingest.partition_keys import encode_partition_key, relative_path_of_key
 from partner_ingest.ingest.selection import Selection
 from partner_ingest.ingest.source_checksums import ExpectedDigest, read_expected_digest
@@ -211,12 +212,15 @@ def already_landed(s3: Any, bucket: str, key: str, version: RemoteVersion,
 
 def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
               multipart_threshold: int = 16 * 1024 * 1024, skip_if_landed: bool = True,
-              progress: Progress | None = None) -> LandedFile:
+              progress: Progress | None = None, budget: ByteBudget | None = None) -> LandedFile:
     """Land ``remote_dir/relative_path`` at ``landing_prefix/relative_path``; raise a PartnerIngestError.
 
     ``progress``, if given, is called with the bytes handed to S3 so far and the file's size as the
-    upload goes (not for a file already landed, nor for a re-read that proves it is).
+    upload goes (not for a file already landed, nor for a re-read that proves it is). ``budget``, when
+    files share ``link`` from several threads, is held for the file's size (at most all of it) from the
+    file's first read to the end of its upload.
     """
+    hold = budget.hold if budget is not None else _no_budget
     partner = link.session.partner
     started = time.monotonic()
     remote_path, version = _with_link(link, lambda: stat_remote_file(link.session, relative_path))
@@ -249,13 +253,15 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
         if existing:
             # Proof by re-reading: before delete/move, for content identities, and for a published
             # digest in another algorithm (md5, sha1, sha512), which only the remote bytes can be checked against.
-            source = _read_through(link, partner, remote_path, version, expected)
+            with hold(version.size):
+                source = _read_through(link, partner, remote_path, version, expected)
             if source.result()[1] == existing[0]:
                 return landed(existing[0], existing[1], uploaded=False, source=source, reverified=True)
             # Same size and mtime, other bytes: the partner rewrote it in place. Land it again.
 
     metadata = object_metadata(partner, relative_path, remote_path, version)
-    with _remote_source(link, partner, remote_path, version, expected, progress=progress) as source:
+    with hold(version.size), _remote_source(link, partner, remote_path, version, expected,
+                                            progress=progress) as source:
         try:
             landed_object = upload_stream(s3, source, bucket=bucket, key=key, metadata=metadata,
                                           expected_size=version.size,
@@ -270,17 +276,25 @@ def land_file(link: PartnerLink, s3: Any, *, bucket: str, relative_path: str,
 
 
 @contextlib.contextmanager
+def _no_budget(nbytes: int) -> Iterator[int]:
+    yield nbytes
+
+
+@contextlib.contextmanager
 def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, version: RemoteVersion,
                    expected: ExpectedDigest | None, progress: Progress | None = None) -> Iterator[_HashingSource]:
     """The remote file open for a verified, resumable read; drained and closed however the read ends."""
     remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
+    reading_on = link.session  # the session whose drop the reader resumes from (others share the link)
     reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
                              server_limit=link.session.read_limit,
                              bytes_in_flight=partner.limits.read_in_flight_bytes)
 
     def reopen(cause: BaseException) -> bytes:
-        nonlocal remote
-        session = link.reconnect(f"reading '{remote_path}' at byte {reader.offset}: {type(cause).__name__}: {cause}")
+        nonlocal remote, reading_on
+        session = link.reconnect(f"reading '{remote_path}' at byte {reader.offset}: {type(cause).__name__}: {cause}",
+                                 failed=reading_on)
+        reading_on = session
         _unchanged(partner, remote_path, version, session)
         remote = _open_remote(session, remote_path)
         reader.resume(session.sftp, remote.handle)
@@ -379,12 +393,13 @@ def _open_remote(session: SftpSession, remote_path: str) -> paramiko.SFTPFile:
 def _with_link(link: PartnerLink, action: Callable[[], T]) -> T:
     """Run a short SFTP call, reconnecting (bounded) when the link drops under it."""
     for attempt in range(link.retries + 1):
+        session = link.session
         try:
             return action()
         except _LINK_ERRORS as exc:
             if attempt == link.retries:
-                partner = link.session.partner
+                partner = session.partner
                 raise ConnectionFailedError(f"connection to {partner.host}:{partner.port} keeps dropping: {exc}",
                                             partner=partner.name, action="the run can be retried") from None
-            link.reconnect(f"{type(exc).__name__}: {exc}")
+            link.reconnect(f"{type(exc).__name__}: {exc}", failed=session)
     raise AssertionError("unreachable")

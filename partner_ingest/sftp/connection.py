@@ -27,6 +27,7 @@ from partner_ingest.sftp import channel_buffer
 from partner_ingest.sftp.credentials import SftpCredentials
 from partner_ingest.sftp.reader import server_read_limit
 from partner_ingest.sftp.remote_file import refused_remote_dir
+from partner_ingest.sftp.shared_client import SharedSFTPClient
 
 # aes-gcm is ~20% faster than paramiko's default aes128-ctr; the rest keep paramiko's order.
 _PREFERRED_CIPHERS = ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com", "aes128-ctr", "aes256-ctr")
@@ -248,7 +249,7 @@ def open_session(partner: PartnerConfig, credentials: SftpCredentials,
     assert transport is not None
     transport.set_keepalive(settings.keepalive_seconds)
     try:
-        sftp = paramiko.SFTPClient.from_transport(
+        sftp = SharedSFTPClient.from_transport(
             transport, window_size=channel_window(settings, partner), max_packet_size=settings.max_packet_size)
     except (paramiko.SSHException, OSError) as exc:
         client.close()

@@ -1,14 +1,18 @@
 """The current SFTP session to one partner, and how to replace it when the link drops.
 
-A run moves many files over one session; when the network drops it mid-file, the transfer asks
-for a new session (bounded retries with exponential backoff) and carries on. Refusals that another
-attempt cannot fix (host key, credentials, secret) are raised at once.
+A run moves many files over one session, several at a time from several threads (the session's
+client is a ``SharedSFTPClient``); when the network drops it mid-file, the transfer asks for a new
+session (bounded retries with exponential backoff) and carries on. Every thread on the dropped session
+sees the drop; the first to ask replaces it and the others, naming the session that failed them, get
+that replacement instead of dropping it again. Refusals that another attempt cannot fix (host key,
+credentials, secret) are raised at once.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -38,20 +42,39 @@ class PartnerLink:
         self._max_backoff = policy.max_backoff_seconds
         self._sleep = sleep
         self._session: SftpSession | None = None
+        self._lock = threading.RLock()  # one thread connects or replaces the session; the others wait for it
         self.reconnects = 0
+        self._gave_up: tuple[SftpSession | None, ConnectionFailedError] | None = None  # (session, why) last given up
 
     @property
     def session(self) -> SftpSession:
-        if self._session is None:
-            self._session = self._connect()
-        return self._session
+        session = self._session
+        if session is not None:
+            return session
+        with self._lock:
+            if self._session is None:
+                self._session = self._connect()
+            return self._session
 
     @property
     def retries(self) -> int:
         return self._retries
 
-    def reconnect(self, reason: str) -> SftpSession:
-        """Drop the current session and open a new one, waiting longer after each failed attempt."""
+    def reconnect(self, reason: str, failed: SftpSession | None = None) -> SftpSession:
+        """Drop the current session and open a new one, waiting longer after each failed attempt.
+
+        ``failed`` is the session the caller saw fail: if another thread has replaced it already, that
+        replacement is returned as it is.
+        """
+        with self._lock:
+            if failed is not None and self._session is not None and self._session is not failed:
+                return self._session
+            if failed is not None and self._gave_up is not None and self._gave_up[0] is failed:
+                raise self._gave_up[1]  # the others on that session do not wait through the same attempts again
+            return self._replace(reason)
+
+    def _replace(self, reason: str) -> SftpSession:
+        replaced = self._session
         self._discard()
         delay = self._backoff
         last: ConnectionFailedError | None = None
@@ -68,8 +91,11 @@ class PartnerLink:
             log.info("reconnected after: %s", reason)
             return self._session
         assert last is not None
-        raise ConnectionFailedError(f"{last.problem} (gave up after {self._retries} reconnects; first cause: {reason})",
-                                    partner=last.partner, action=last.action)
+        error = ConnectionFailedError(
+            f"{last.problem} (gave up after {self._retries} reconnects; first cause: {reason})",
+            partner=last.partner, action=last.action)
+        self._gave_up = (replaced, error)
+        raise error
 
     def _discard(self) -> None:
         if self._session is not None:
@@ -79,7 +105,8 @@ class PartnerLink:
             self._session = None
 
     def close(self) -> None:
-        self._discard()
+        with self._lock:
+            self._discard()
 
     def __enter__(self) -> PartnerLink:
         return self

@@ -32,6 +32,8 @@ from collections import deque
 import paramiko
 from paramiko.sftp import CMD_DATA, CMD_EXTENDED, CMD_EXTENDED_REPLY, CMD_READ, CMD_STATUS, int64
 
+from partner_ingest.sftp.shared_client import forget_requests
+
 # OpenSSH's sftp-server answers at most 256 KiB - 1 KiB per read request.
 DEFAULT_CHUNK_SIZE = 255 * 1024
 DEFAULT_MAX_IN_FLIGHT = 32
@@ -211,7 +213,7 @@ class PipelinedReader:
         self._pending.clear()
         self._orphans = []
         self._eof_probe = None
-        for num in numbers:
+        for i, num in enumerate(numbers):
             if num in self._responses.arrived:
                 self._responses.arrived.pop(num)
                 continue
@@ -220,6 +222,8 @@ class PipelinedReader:
             except EOFError:
                 continue
             except (OSError, paramiko.SSHException, paramiko.SFTPError):
+                # Answers still to come are dropped on arrival, not kept for a caller that never asks.
+                forget_requests(self._sftp, numbers[i + 1:])
                 return
 
     def _learn(self, largest_answer: int) -> None:

@@ -257,3 +257,24 @@ def test_a_permission_error_while_reconnecting_is_reported_as_one(make_partner, 
     assert "connection" not in message.split("What to do")[0].lower()
     assert object_keys(s3, rig.landing.bucket) == []
     _assert_clean(s3, rig.landing.bucket)
+
+
+def test_a_drop_under_files_sharing_one_session_reconnects_once_and_lands_them_all(make_partner, s3, sftp_proxy):
+    """Eight files in flight on one session when it drops: each thread sees the drop, one replaces the
+    session, the others resume on that replacement, and every file lands whole and once."""
+    rig = make_partner(port=sftp_proxy.port, limits={"max_connections": 1, "files_per_connection": 8})
+    names = [f"shared/{i}.bin" for i in range(8)]
+    expected = {name: _write(rig, name, 3 * MiB) for name in names}
+    sftp_proxy.add(Fault(cut_after=6 * MiB))  # mid-way through the eight files' 24 MiB
+    result, instance, _ = land(rig.partner, rig.landing.bucket, names, resources=_resources())
+    assert result.success
+    assert sftp_proxy.connections == 2 and sftp_proxy.faults_fired == 1  # one replacement, not one per file
+    for name in names:
+        [event] = materializations(instance, rig.partner, name)
+        assert event.metadata["sha256"].value == expected[name]
+    events = [materializations(instance, rig.partner, name)[0] for name in names]
+    assert sum(event.metadata["resumes"].value for event in events) >= 1  # (others were between requests)
+    assert sum(event.metadata["bytes_read"].value for event in events) == 24 * MiB  # nothing read twice
+    versions = s3.list_object_versions(Bucket=rig.landing.bucket)["Versions"]
+    assert len(versions) == len(names)
+    _assert_clean(s3, rig.landing.bucket)

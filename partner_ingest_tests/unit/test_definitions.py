@@ -11,7 +11,7 @@ import pytest
 import yaml
 from dagster import Definitions
 
-from partner_ingest.config import BUCKET_ENV, CONFIG_ENV, IngestConfig, load_config, parse_config
+from partner_ingest.config import BUCKET_ENV, CONFIG_ENV, IngestConfig, RunLimits, load_config, parse_config
 from partner_ingest.defs.asset_keys import contents_asset_key, expansion_check_key, files_asset_key, object_check_key
 from partner_ingest.defs.code_location import build_definitions
 from partner_ingest.defs.partitions import archives_partitions_name, partitions_name
@@ -79,3 +79,14 @@ def test_the_module_dagster_loads_reads_the_configured_partners(monkeypatch):
     module = importlib.import_module("partner_ingest.definitions")
     monkeypatch.delitem(sys.modules, "partner_ingest.definitions")  # loaded from this environment only
     _assert_loads(module.defs, _example())
+
+
+def test_the_runs_s3_client_pools_enough_connections_for_its_parallel_files(monkeypatch):
+    """A default run moves 4 x 8 files at once; botocore's pool of 10 would open a new connection per
+    request beyond that. The client keeps dagster-aws's retry configuration."""
+    monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
+    resource = default_resources()["s3"].resource_fn(None)
+    client = resource.get_client()
+    defaults = RunLimits()
+    assert client.meta.config.max_pool_connections >= defaults.max_connections * defaults.files_per_connection + 4
+    assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 6}

@@ -6,6 +6,8 @@ from __future__ import annotations
 import hashlib
 import itertools
 import secrets
+import threading
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -289,8 +291,8 @@ def test_unselected_checks_and_contents_are_not_done(make_rig):
 
 
 def test_closing_the_outcomes_starts_no_further_file_and_closes_the_sessions(make_rig):
-    rig = make_rig(limits={"max_connections": 1})
-    keys = [rig.write(f"{i}.csv", b"x") for i in range(8)]
+    rig = make_rig(limits={"max_connections": 1, "files_per_connection": 2})
+    keys = [rig.write(f"{i}.csv", b"x") for i in range(12)]
     outcomes = rig.run(keys).outcomes()
 
     next(outcomes)
@@ -326,3 +328,55 @@ def test_an_unexpected_error_fails_its_file_only_and_names_it(make_rig):
     assert outcomes[broken].landed is None and "unexpected RuntimeError while landing it: a bug" in str(error)
     assert error.path == f"{rig.partner.remote_dir}/broken.csv" and "report this if it repeats" in str(error)
     assert outcomes[fine].recorded
+
+
+class _SlowPuts:
+    """S3 whose PutObject takes 50 ms (S3 far away), counting how many are in progress at once."""
+
+    def __init__(self, s3: Any) -> None:
+        self._s3 = s3
+        self._lock = threading.Lock()
+        self._now = 0
+        self.most = 0
+
+    def put_object(self, **kwargs: Any) -> Any:
+        with self._lock:
+            self._now += 1
+            self.most = max(self.most, self._now)
+        try:
+            time.sleep(0.05)
+            return self._s3.put_object(**kwargs)
+        finally:
+            with self._lock:
+                self._now -= 1
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._s3, name)
+
+
+def test_files_share_one_session_and_their_puts_overlap(make_rig):
+    rig = make_rig(limits={"max_connections": 1, "files_per_connection": 6})
+    contents = {f"f{i:02d}.csv": secrets.token_bytes(1000 + i) for i in range(24)}
+    keys = [rig.write(name, data) for name, data in contents.items()]
+    slow = _SlowPuts(rig.s3)
+    pipeline = rig.run(keys, s3=slow)
+    outcomes = list(pipeline.outcomes())
+    assert pipeline.report.succeeded and pipeline.report.sessions == 1 and len(rig.sessions) == 1
+    assert slow.most >= 3, "with one session, files waited for each other's S3 writes"
+    assert slow.most <= 6
+    for outcome in outcomes:
+        name = outcome.landed.relative_path
+        assert outcome.landed.sha256 == hashlib.sha256(contents[name]).hexdigest()
+        body = rig.s3.get_object(Bucket=rig.bucket, Key=outcome.landed.key)["Body"].read()
+        assert body == contents[name]
+
+
+def test_files_sharing_a_session_hold_at_most_its_read_budget(make_rig):
+    budget = 256 * 1024
+    rig = make_rig(limits={"max_connections": 1, "files_per_connection": 8, "read_in_flight_bytes": budget})
+    keys = [rig.write(f"{i}.bin", secrets.token_bytes(100 * 1024)) for i in range(8)]
+    slow = _SlowPuts(rig.s3)
+    pipeline = rig.run(keys, s3=slow)
+    list(pipeline.outcomes())
+    assert pipeline.report.succeeded
+    assert slow.most == 2  # two 100 KiB files fit in 256 KiB; the third waits for one to finish
