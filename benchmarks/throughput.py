@@ -70,7 +70,7 @@ import sys
 import tempfile
 import threading
 import time
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -225,6 +225,7 @@ class Level(tt.Rig):
     rtt_ms: float | None = None     # None: direct, no proxy
     proxy: Any = None
     port: int = 0
+    s3_endpoint: str | None = None  # S3 behind its own delay line (``--s3-rtt-ms``); None: moto directly
 
     @property
     def spec(self) -> dict[str, Any]:
@@ -355,10 +356,66 @@ def case_ours_s3(level: Level, s3: Any) -> Run:
                rss_mib=sample.rss_mib, login_seconds=result["connect_seconds"])
 
 
+DAGSTER = "ours through Dagster (dagster asset materialize)"
+
+
+def case_dagster(level: Level) -> Run:
+    """The file landed by a Dagster run, as an operator starts one: ``dagster asset materialize`` of its
+    partition on a fresh SQLite instance (``DAGSTER_HOME`` in scratch), the code location
+    ``partner_ingest.definitions`` reading a partners.yaml for this level, the key from moto's Secrets
+    Manager, the product's executor and resources. Timed from the run's start to its success as the
+    instance records them (``get_run_stats``): the step's start, the login and the transfer are in it,
+    the CLI's own start is not. CPU: the CLI process and the step processes it reaped."""
+    import boto3
+    import yaml
+    from dagster import DagsterInstance
+
+    from partner_ingest.config import BUCKET_ENV, CONFIG_ENV
+    from partner_ingest.defs.partitions import partitions_name
+    from partner_ingest.ingest.partition_keys import encode_partition_key
+
+    spec = level.spec
+    name = f"bench{secrets.token_hex(3)}"
+    secret_id = f"bench/{name}"
+    boto3.client("secretsmanager").create_secret(
+        Name=secret_id, SecretString=json.dumps({"private_key": Path(spec["key_file"]).read_text()}))
+    home = Path(tempfile.mkdtemp(prefix="dagster-home-", dir=level.scratch))
+    config = home / "partners.yaml"
+    prefix = f"dagster/{name}"
+    config.write_text(yaml.safe_dump({"landing": {"bucket": level.bucket}, "partners": [{
+        "name": name, "host": "127.0.0.1", "port": level.port, "username": spec["username"],
+        "secret_id": secret_id, "host_keys": [spec["host_key"]], "remote_dir": spec["remote_dir"],
+        "landing_prefix": prefix, "include": [BIG]}]}))
+    key = encode_partition_key(BIG)
+    with DagsterInstance.from_config(str(home)) as instance:
+        instance.add_dynamic_partitions(partitions_name(tt.partner_for(spec).model_copy(update={"name": name})),
+                                        [key])
+    env = {**os.environ, "DAGSTER_HOME": str(home), CONFIG_ENV: str(config)}
+    env.pop(BUCKET_ENV, None)
+    cmd = [sys.executable, "-m", "dagster", "asset", "materialize", "-m", "partner_ingest.definitions",
+           "--select", f"partners/{name}/files", "--partition", key]
+    _, run = run_external(level, cmd, env=env, what="dagster asset materialize")
+    with DagsterInstance.from_config(str(home)) as instance:
+        [record] = instance.get_run_records()
+        stats = instance.get_run_stats(record.dagster_run.run_id)
+        steps = instance.get_run_step_stats(record.dagster_run.run_id)
+        if record.dagster_run.status.value != "SUCCESS":
+            raise RuntimeError(f"the Dagster run ended {record.dagster_run.status.value}")
+    s3 = tt.s3_client()
+    head = s3.head_object(Bucket=level.bucket, Key=f"{prefix}/{BIG}")
+    if head["ContentLength"] != level.sizes[BIG]:
+        raise RuntimeError(f"the Dagster run landed {head['ContentLength']} bytes, expected {level.sizes[BIG]}")
+    purge_all(s3, level.bucket, f"{prefix}/")
+    run.seconds = stats.end_time - stats.start_time
+    run.notes["step_started_after_s"] = round(steps[0].start_time - stats.start_time, 2) if steps else None
+    run.notes["cli_seconds"] = round(run.whole_seconds, 2)
+    return run
+
+
 # --------------------------------------------------------------------------------------------------
 # small files (``--small-files N``): N x 16 KiB files in ``small/`` at each RTT level
 
-SMALL_OURS = "ours: RunPipeline (as a Dagster run)"
+SMALL_OURS = "ours: RunPipeline (as in a Dagster run)"
 SMALL_RCLONE = "rclone copy sftp->S3 --transfers 4"
 SMALL_OPENSSH = "OpenSSH sftp get -r -> temp dir"
 SMALL_KIB = 16
@@ -379,11 +436,13 @@ def small_names(level: Level) -> list[str]:
     return sorted(p.name for p in (level.tree / tt.SMALL_DIR).iterdir())
 
 
-def case_small_ours(level: Level, s3: Any) -> tuple[float, str]:
+def case_small_ours(level: Level, s3: Any) -> Run:
     """What ``defs/assets.py::_land`` does: ``RunPipeline`` over the partner's keys, ``links`` a ``PartnerLink``
     factory as ``SftpResource.link`` builds it (``open_session`` with the default ``ConnectionSettings``, the
     default ``ReconnectPolicy``), ``Wanted()``, consuming ``outcomes()``; the partner's default
-    ``limits.max_connections``. Timed from construction (the logins are part of it) to the last outcome."""
+    ``limits.max_connections`` and ``files_per_connection``; the S3 client of the code location's resources.
+    Timed from construction (the logins are part of it) to the last outcome."""
+    from partner_ingest.defs.resources import default_resources
     from partner_ingest.ingest.partition_keys import encode_partition_key
     from partner_ingest.ingest.run_pipeline import RunPipeline, Wanted
     from partner_ingest.sftp.connection import ConnectionSettings, open_session
@@ -392,23 +451,29 @@ def case_small_ours(level: Level, s3: Any) -> tuple[float, str]:
 
     spec = level.spec
     partner = tt.partner_for(spec)
+    resource = default_resources()["s3"].resource_fn(None)  # the run's client: its retries, its connection pool
+    s3 = resource.model_copy(update={"endpoint_url": level.s3_endpoint}).get_client() if level.s3_endpoint \
+        else resource.get_client()
+    s3.head_bucket(Bucket=level.bucket)
     credentials = credentials_from_secret("bench", "bench-key",
                                           json.dumps({"private_key": Path(spec["key_file"]).read_text()}))
     connection = ConnectionSettings()
     keys = [encode_partition_key(f"{tt.SMALL_DIR}/{name}") for name in small_names(level)]
-    started = time.monotonic()
-    run = RunPipeline(partner, bucket=level.bucket, keys=keys,
-                      links=lambda: PartnerLink(lambda: open_session(partner, credentials, connection)),
-                      s3=s3, wanted=Wanted(), warn=lambda line: print(f"  warn: {line}", file=sys.stderr))
-    landed = 0
-    with contextlib.closing(run.outcomes()) as outcomes:
-        for outcome in outcomes:
-            if outcome.landed is None or not outcome.landed.uploaded:
-                landed_file = outcome.landed
-                raise RuntimeError(f"ours: {outcome.remote_path} did not land and upload: error {outcome.error}, "
-                                   f"uploaded {landed_file.uploaded if landed_file else None}")
-            landed += 1
-    seconds = time.monotonic() - started
+    proxy_before = level.proxy_cpu()
+    with level.measure() as measured:
+        cpu_started, started = tt.process_cpu(), time.monotonic()
+        run = RunPipeline(partner, bucket=level.bucket, keys=keys,
+                          links=lambda: PartnerLink(lambda: open_session(partner, credentials, connection)),
+                          s3=s3, wanted=Wanted(), warn=lambda line: print(f"  warn: {line}", file=sys.stderr))
+        landed = 0
+        with contextlib.closing(run.outcomes()) as outcomes:
+            for outcome in outcomes:
+                if outcome.landed is None or not outcome.landed.uploaded:
+                    landed_file = outcome.landed
+                    raise RuntimeError(f"ours: {outcome.remote_path} did not land and upload: error {outcome.error}, "
+                                       f"uploaded {landed_file.uploaded if landed_file else None}")
+                landed += 1
+        seconds, client_cpu = time.monotonic() - started, tt.process_cpu() - cpu_started
     report = run.report
     if report.unreachable is not None or report.failures or report.refused or landed != len(keys):
         raise RuntimeError(f"ours landed {landed} of {len(keys)}: unreachable {report.unreachable}, "
@@ -418,10 +483,14 @@ def case_small_ours(level: Level, s3: Any) -> tuple[float, str]:
     if count != len(keys):
         raise RuntimeError(f"ours: {count} objects in S3, expected {len(keys)}")
     purge_all(s3, level.bucket, f"{tt.LANDING_PREFIX}/")
-    return seconds, f"{report.sessions} sessions (limits.max_connections {partner.limits.max_connections})"
+    sample = measured.sample
+    return Run(seconds=seconds, whole_seconds=seconds, client_cpu=client_cpu,
+               proxy_cpu=proxy_delta(level, proxy_before), sshd_cpu=sample.sshd_cpu, moto_cpu=sample.moto_cpu,
+               rss_mib=None,
+               notes={"note": f"{report.sessions} sessions x {partner.limits.files_per_connection} files"})
 
 
-def case_small_rclone(level: Level, s3: Any) -> tuple[float, str]:
+def case_small_rclone(level: Level, s3: Any) -> Run:
     prefix = f"rclone-small-{secrets.token_hex(4)}"
     cmd = tt.rclone_command(level, "copy", "--transfers", "4", f"src:{level.remote(tt.SMALL_DIR)}",
                             f"dst:{level.bucket}/{prefix}")
@@ -431,10 +500,11 @@ def case_small_rclone(level: Level, s3: Any) -> tuple[float, str]:
     if count != level.args.small_files:
         raise RuntimeError(f"rclone copied {count} small files, expected {level.args.small_files}")
     purge_all(s3, level.bucket, f"{prefix}/")
-    return run.whole_seconds, "whole command"
+    run.notes["note"] = "whole command"
+    return run
 
 
-def case_small_openssh(level: Level, s3: Any) -> tuple[float, str]:
+def case_small_openssh(level: Level, s3: Any) -> Run:
     dest = Path(tempfile.mkdtemp(prefix="small-get-", dir=level.scratch))
     try:
         _, run = run_external(level, sftp_command(level, f"get -r {level.remote(tt.SMALL_DIR)} {dest}\n"),
@@ -444,26 +514,108 @@ def case_small_openssh(level: Level, s3: Any) -> tuple[float, str]:
             raise RuntimeError(f"sftp get -r fetched {got} files, expected {level.args.small_files}")
     finally:
         shutil.rmtree(dest, ignore_errors=True)
-    return run.whole_seconds, "whole command, to local disk"
+    run.notes["note"] = "whole command, to local disk"
+    return run
 
 
-SMALL_CASES = [(SMALL_OURS, case_small_ours), (SMALL_RCLONE, case_small_rclone), (SMALL_OPENSSH, case_small_openssh)]
+SMALL_DAGSTER = "ours: one Dagster run (SQLite instance)"
 
 
-def run_small(args: argparse.Namespace, levels: list[Level], s3: Any) -> list[dict[str, Any]]:
+def case_small_dagster(level: Level, s3: Any) -> Run:
+    """The same files as one ranged Dagster run, as the sensor requests it: ``materialize`` of the partner's
+    asset on a SQLite instance in scratch, with the code location's resources, the range tags and every
+    per-file event (materialization, check evaluation, log lines) written to that instance. Timed from the
+    run's start to its end (``get_run_stats``); the difference to ``RunPipeline`` alone is what Dagster's
+    bookkeeping costs."""
+    import boto3
+    from dagster import DagsterInstance, materialize
+
+    from partner_ingest.config import LandingConfig
+    from partner_ingest.defs.asset_keys import files_asset_key
+    from partner_ingest.defs.assets import build_files_asset
+    from partner_ingest.defs.partitions import partitions_name
+    from partner_ingest.defs.resources import default_resources, environment_only
+    from partner_ingest.defs.tags import RANGE_END_TAG, RANGE_START_TAG
+    from partner_ingest.ingest.partition_keys import encode_partition_key
+
+    spec = level.spec
+    name = f"bench{secrets.token_hex(3)}"
+    secret_id = f"bench/{name}"
+    boto3.client("secretsmanager").create_secret(
+        Name=secret_id, SecretString=json.dumps({"private_key": Path(spec["key_file"]).read_text()}))
+    partner = tt.partner_for(spec).model_copy(update={"name": name, "secret_id": secret_id,
+                                                      "landing_prefix": f"dagster/{name}"})
+    keys = [encode_partition_key(f"{tt.SMALL_DIR}/{n}") for n in small_names(level)]
+    home = Path(tempfile.mkdtemp(prefix="dagster-home-", dir=level.scratch))
+    resources = default_resources()
+    if level.s3_endpoint:
+        delayed = resources["s3"].resource_fn(None).model_copy(update={"endpoint_url": level.s3_endpoint})
+        resources["s3"] = environment_only(delayed, "S3 behind the benchmark's delay line")
+    proxy_before = level.proxy_cpu()
+    with DagsterInstance.from_config(str(home)) as instance, level.measure() as measured:
+        instance.add_dynamic_partitions(partitions_name(partner), keys)
+        cpu_started = tt.process_cpu()
+        result = materialize([build_files_asset(partner, LandingConfig(bucket=level.bucket))], instance=instance,
+                             resources=resources, selection=[files_asset_key(partner)],
+                             tags={RANGE_START_TAG: keys[0], RANGE_END_TAG: keys[-1]}, raise_on_error=False)
+        client_cpu = tt.process_cpu() - cpu_started
+        stats = instance.get_run_stats(result.run_id)
+    if not result.success:
+        raise RuntimeError(f"the Dagster run of {len(keys)} small files failed")
+    count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=level.bucket, Prefix=f"dagster/{name}/"))
+    if count != len(keys):
+        raise RuntimeError(f"the Dagster run landed {count} objects, expected {len(keys)}")
+    purge_all(s3, level.bucket, f"dagster/{name}/")
+    sample = measured.sample
+    seconds = stats.end_time - stats.start_time
+    return Run(seconds=seconds, whole_seconds=seconds, client_cpu=client_cpu,
+               proxy_cpu=proxy_delta(level, proxy_before), sshd_cpu=sample.sshd_cpu, moto_cpu=sample.moto_cpu,
+               rss_mib=None, notes={"note": "run start to end, in-process executor, every event written"})
+
+
+SMALL_CASES = [(SMALL_OURS, case_small_ours), (SMALL_DAGSTER, case_small_dagster), (SMALL_RCLONE, case_small_rclone),
+               (SMALL_OPENSSH, case_small_openssh)]
+
+
+def s3_delayed_levels(args: argparse.Namespace, levels: list[Level], moto_endpoint: str,
+                      s3_proxy_port: int) -> list[Level]:
+    """Each small-files level again with S3 behind its delay line: ours gets that endpoint, rclone a config
+    naming it; OpenSSH writes to disk and is not run again."""
+    delayed = []
+    for level in levels:
+        config = level.scratch / f"rclone-{level.port}-s3-delayed.conf.template"
+        config.write_text(level.rclone_config.read_text().replace(
+            f"endpoint = {moto_endpoint}\n", f"endpoint = http://127.0.0.1:{s3_proxy_port}\n"))
+        delayed.append(replace(level, label=f"{level.label}, S3 {args.s3_rtt_ms:g} ms",
+                               s3_endpoint=f"http://127.0.0.1:{s3_proxy_port}", rclone_config=config))
+    return delayed
+
+
+def run_small(args: argparse.Namespace, levels: list[Level], s3: Any, s3_proxy: Any = None) -> list[dict[str, Any]]:
     small_levels = [lv for lv in levels if lv.rtt_ms is not None and lv.rtt_ms in args.small_rtt_ms]
+    if s3_proxy is not None:
+        small_levels += s3_delayed_levels(args, small_levels, os.environ["AWS_ENDPOINT_URL"], s3_proxy.port)
     rows: list[dict[str, Any]] = []
     for level in small_levels:
         for label, case in SMALL_CASES:
-            runs, note = [], ""
+            if level.s3_endpoint and case is case_small_openssh:
+                continue
+            runs: list[Run] = []
             for run in range(args.repeat):
                 print(f"small files, {level.label}, run {run + 1}/{args.repeat}: {label}", file=sys.stderr, flush=True)
-                seconds, note = case(level, s3)
-                print(f"  {seconds:7.2f} s ({args.small_files / seconds:7.1f} files/s)", file=sys.stderr, flush=True)
-                runs.append(seconds)
+                result = case(level, s3)
+                print(f"  {result.seconds:7.2f} s ({args.small_files / result.seconds:7.1f} files/s)",
+                      file=sys.stderr, flush=True)
+                runs.append(result)
+            middle = sorted(runs, key=lambda r: r.seconds)[len(runs) // 2]
+            per_file = {k: (v * 1000 / args.small_files if v is not None else None) for k, v in (
+                ("client", middle.client_cpu), ("proxy", middle.proxy_cpu), ("sshd", middle.sshd_cpu),
+                ("moto", middle.moto_cpu))}
             rows.append({"case": label, "level": level.label, "rtt_ms": level.rtt_ms,
-                         "seconds": statistics.median(runs), "files_s": args.small_files / statistics.median(runs),
-                         "runs_seconds": runs, "note": note})
+                         "seconds": middle.seconds, "files_s": args.small_files / middle.seconds,
+                         "runs_seconds": [r.seconds for r in runs], "note": middle.notes.get("note", ""),
+                         "cpu_ms_per_file": per_file, "peak_rss_mib": middle.rss_mib})
     return rows
 
 
@@ -473,13 +625,19 @@ def print_small(args: argparse.Namespace, rows: list[dict[str, Any]]) -> None:
           "whole (ours: from RunPipeline construction, logins included, to the last outcome; others: the whole "
           "command); x rclone = files/s over rclone's at the same level")
     print()
-    print(f"{'case':<40} {'RTT':>7} {'seconds':>8} {'files/s':>8} {'x rclone':>9}   note")
+    print("CPU: milliseconds per file of each process (client: ours in this process, the command's own otherwise)")
+    print()
+    print(f"{'case':<40} {'RTT':>7} {'seconds':>8} {'files/s':>8} {'x rclone':>9} {'client':>7} {'proxy':>6} "
+          f"{'sshd':>6} {'moto':>6}   note")
     for level in dict.fromkeys(row["level"] for row in rows):
         at = [row for row in rows if row["level"] == level]
         rclone = next((row["files_s"] for row in at if row["case"] == SMALL_RCLONE), None)
         for row in at:
+            cpu = row["cpu_ms_per_file"]
             print(f"{row['case']:<40} {level:>7} {row['seconds']:>8.2f} {row['files_s']:>8.1f} "
-                  f"{fmt(row['files_s'] / rclone if rclone else None, '.2f', 9)}   {row['note']}")
+                  f"{fmt(row['files_s'] / rclone if rclone else None, '.2f', 9)} {fmt(cpu['client'], '.2f', 7)} "
+                  f"{fmt(cpu['proxy'], '.2f', 6)} {fmt(cpu['sshd'], '.2f', 6)} {fmt(cpu['moto'], '.2f', 6)}   "
+                  f"{row['note']}")
         print()
     ours = {r["level"]: r["files_s"] for r in rows if r["case"] == SMALL_OURS}
     rclone = {r["level"]: r["files_s"] for r in rows if r["case"] == SMALL_RCLONE}
@@ -524,6 +682,8 @@ def cases(args: argparse.Namespace) -> list[tuple[str, Any]]:
         out.append((OURS_S3, lambda lv, login, s3, first: case_ours_s3(lv, s3)))
         if not args.skip_rclone:
             out.append((RCLONE, lambda lv, login, s3, first: case_rclone(lv, s3)))
+        if args.dagster:
+            out.append((DAGSTER, lambda lv, login, s3, first: case_dagster(lv)))
     return out
 
 
@@ -648,10 +808,11 @@ def summary(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def benchmark(args: argparse.Namespace) -> None:
+    from partner_ingest_tests.harness.delay_proxy import start_delay_proxy_process
     from partner_ingest_tests.harness.moto_server import start_moto
     from partner_ingest_tests.harness.sshd import start_sshd
 
-    sshd = moto = base = None
+    sshd = moto = base = s3_proxy = None
     levels: list[Level] = []
     scratch = Path(tempfile.mkdtemp(prefix="pi-bench-delay-"))
     try:
@@ -692,7 +853,9 @@ def benchmark(args: argparse.Namespace) -> None:
                           f"cpu client {result.client_cpu:5.2f} s{proxy}; others {result.others_cores:.2f} cores",
                           file=sys.stderr, flush=True)
         elapsed = time.monotonic() - started
-        small_rows = run_small(args, levels, s3) if args.small_files else []
+        if args.small_files and args.s3_rtt_ms:
+            s3_proxy = start_delay_proxy_process(moto.port, rtt=args.s3_rtt_ms / 1000)
+        small_rows = run_small(args, levels, s3, s3_proxy) if args.small_files else []
         if args.only_small:
             print(tt.versions())
             print(cores())
@@ -742,10 +905,10 @@ def benchmark(args: argparse.Namespace) -> None:
     finally:
         if base is not None:
             base.sshd_cpu.stop()
-        for level in levels:
-            if level.proxy is not None:
+        for proxy in [*(level.proxy for level in levels), s3_proxy]:
+            if proxy is not None:
                 with contextlib.suppress(Exception):
-                    level.proxy.stop()
+                    proxy.stop()
         for server in (moto, sshd):
             if server is not None:
                 with contextlib.suppress(Exception):
@@ -782,6 +945,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--small-rtt-ms", type=float, nargs="+", default=[0, 20],
                         help="the RTT levels of the small-files case (default 0 20; 100 if it is in --rtt-ms)")
     parser.add_argument("--only-small", action="store_true", help="run only the small-files case")
+    parser.add_argument("--dagster", action="store_true",
+                        help="also land the file through a Dagster run (dagster asset materialize), timed from the "
+                             "run's start")
+    parser.add_argument("--s3-rtt-ms", type=float, default=0, metavar="MS",
+                        help="also run the small-files case with S3 behind a delay line of this RTT (e.g. 10: S3 "
+                             "from a task in its region); ours and rclone, at each --small-rtt-ms level")
     parser.add_argument("--child-read", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.window_case is None:

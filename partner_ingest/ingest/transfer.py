@@ -53,6 +53,7 @@ from partner_ingest.sftp.reader import (
     ServerProtocolError,
 )
 from partner_ingest.sftp.remote_file import lstat_regular_file, refused_path
+from partner_ingest.sftp.shared_client import close_without_waiting
 from partner_ingest.versions import RemoteVersion, uses_content_identity
 
 T = TypeVar("T")
@@ -310,7 +311,7 @@ def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, 
     finally:
         try:
             reader.drain()
-            remote.close()
+            close_without_waiting(remote)
         except (OSError, EOFError, paramiko.SSHException):
             pass
 

@@ -24,12 +24,13 @@ whole SSH stack the project is built and measured on.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Iterable
 from typing import Any
 
 import paramiko
-from paramiko.sftp import CMD_STATUS
+from paramiko.sftp import CMD_CLOSE, CMD_STATUS
 from paramiko.ssh_exception import SSHException
 
 _WAIT_SLICE_SECONDS = 1.0  # a follower looks again at least this often (the leader's read has its own timeout)
@@ -127,6 +128,28 @@ class SharedSFTPClient(paramiko.SFTPClient):
 def _broken_session(cause: BaseException) -> SSHException:
     """What a waiting thread raises once the reading thread met a link error (a link error itself)."""
     return SSHException(f"the SFTP session broke while this request waited: {type(cause).__name__}: {cause}")
+
+
+class _Unread:
+    """Holder of a request whose reply is not waited for."""
+
+    def _async_response(self, t: int, msg: paramiko.Message, num: int) -> None:
+        pass
+
+
+def close_without_waiting(remote: paramiko.SFTPFile) -> None:
+    """Send ``CLOSE`` for a file that was read to its end, and do not wait for the answer (dropped on arrival).
+
+    Its answer cannot change what was read, and waiting costs each file one more round trip (a fifth of a
+    small file's time). The server handles requests in order, so a later ``REMOVE`` or ``RENAME`` of the
+    file comes after the close. The file is marked closed first, so paramiko never sends a second one.
+    """
+    if remote._closed:
+        return
+    paramiko.file.BufferedFile.close(remote)  # marks it closed; a read-only file has nothing to flush
+    sftp = remote.sftp
+    with contextlib.suppress(OSError, EOFError, SSHException):  # the session is gone, and the handle with it
+        forget_requests(sftp, [sftp._async_request(_Unread(), CMD_CLOSE, remote.handle)])
 
 
 def forget_requests(sftp: paramiko.SFTPClient, numbers: Iterable[int]) -> None:

@@ -11,13 +11,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import paramiko
+import pytest
 from dagster_aws.secretsmanager import SecretsManagerResource
 from paramiko.sftp import CMD_READ, int64
 
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.sftp.reader import PipelinedReader, Responses
 from partner_ingest.sftp.remote_file import lstat_regular_file
-from partner_ingest.sftp.shared_client import SharedSFTPClient, forget_requests
+from partner_ingest.sftp.shared_client import SharedSFTPClient, close_without_waiting, forget_requests
 from partner_ingest_tests.harness.fault_proxy import Fault, FaultProxy
 
 
@@ -109,5 +110,23 @@ def test_replies_nobody_collects_are_dropped_on_arrival(make_partner):
             forget_requests(sftp, numbers)  # e.g. a reader that gave up on its file
             sftp.stat(session.remote_path("a.bin"))  # read after the sixteen answers: they arrive first
         assert not sftp._arrived and not holder.arrived
+    finally:
+        session.close()
+
+
+def test_a_close_not_waited_for_still_closes_the_handle(make_partner):
+    rig = make_partner()
+    rig.write("a.bin", b"x" * 1000)
+    session = SftpResource(secrets=SecretsManagerResource()).open(rig.partner)
+    try:
+        sftp = session.sftp
+        remote = sftp.open(session.remote_path("a.bin"), "rb")
+        handle = remote.handle
+        close_without_waiting(remote)
+        assert remote.closed
+        # The server handles requests in order: a read on that handle after it is an error, not data.
+        with pytest.raises(OSError):
+            sftp._request(CMD_READ, handle, int64(0), 10)
+        assert not sftp._arrived and not sftp._expecting
     finally:
         session.close()
