@@ -599,7 +599,9 @@ def run_small(args: argparse.Namespace, levels: list[Level], s3: Any, s3_proxy: 
     rows: list[dict[str, Any]] = []
     for level in small_levels:
         for label, case in SMALL_CASES:
-            if level.s3_endpoint and case is case_small_openssh:
+            if case is case_small_openssh and (level.s3_endpoint or args.skip_openssh):
+                continue
+            if case is case_small_rclone and args.skip_rclone:
                 continue
             runs: list[Run] = []
             for run in range(args.repeat):

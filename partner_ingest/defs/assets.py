@@ -50,6 +50,7 @@ from partner_ingest.ingest.partition_keys import legacy_partition_key, relative_
 from partner_ingest.ingest.run_pipeline import (
     FileOutcome,
     RunPipeline,
+    RunTally,
     Wanted,
     refuse_foreign_keys,
     remote_path_of_key,
@@ -239,21 +240,33 @@ def _land(context: AssetExecutionContext, partner: PartnerConfig, landing: Landi
     report = run.report
     for refusal in report.refused:
         context.log.error(str(refusal))
+    tally = RunTally(partner.name, len(report.accepted))
+    each = len(report.accepted) <= PER_FILE_LINES_UP_TO
     with contextlib.closing(run.outcomes()) as outcomes:
         for outcome in outcomes:
-            _log_file(context, outcome, landing.bucket)
+            _log_file(context, outcome, landing.bucket, each=each)
+            if (line := tally.add(outcome)) is not None and not each:
+                context.log.info(line)
             if outcome.expansion is not None or outcome.expansion_error is not None:
                 _register_archive(context, partner, outcome.partition_key)
             yield from _file_events(partner, landing, outcome, _region_of(client))
+    if report.accepted and report.unreachable is None:
+        context.log.info(tally.line())
     if report.unreachable is not None:
         raise Failure(description=str(report.unreachable), metadata={"files_not_landed": len(report.accepted)})
     if report.failures:
         _fail_run(partner, report.failures, report.waiting_for_after_landing, report.total)
 
 
-def _log_file(context: AssetExecutionContext, outcome: FileOutcome, bucket: str) -> None:
+PER_FILE_LINES_UP_TO = 20
+"""A run of at most this many files logs a line per landed file; a larger one logs the run's tally every
+``PROGRESS_EVERY_SECONDS`` instead (each line is an event in Dagster's log: on its SQLite storage a few
+tens of ms each), its files' details being in their materializations. Failures are always logged one by one."""
+
+
+def _log_file(context: AssetExecutionContext, outcome: FileOutcome, bucket: str, *, each: bool) -> None:
     landed, expansion = outcome.landed, outcome.expansion
-    if landed is not None:
+    if landed is not None and each:
         context.log.info(
             f"{landed.remote_path} -> {s3_uri(landed.bucket, landed.key)} "
             f"({landed.version.size} bytes, sha256 {landed.sha256}): {outcome_text(landed)}")

@@ -105,6 +105,45 @@ class ProgressReporter:
         self._emit(format_progress(self._partner, self._relative_path, done, total, now - self._started))
 
 
+class RunTally:
+    """The run's files so far, as one line at most every ``every`` seconds and once at the end.
+
+    For runs of many files, where one line per file would be one more event per file in Dagster's event log
+    (on its SQLite storage the costliest part of a run of small files); each file's details are in its
+    materialization's metadata, and each failure is logged on its own.
+    """
+
+    def __init__(self, partner: str, total: int, *, every: float | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._partner = partner
+        self._total = total
+        self._every = PROGRESS_EVERY_SECONDS if every is None else every
+        self._clock = clock
+        self._started = self._last = clock()
+        self.landed = self.uploaded = self.failed = self.bytes = 0
+
+    def add(self, outcome: FileOutcome) -> str | None:
+        """Count one file; the line to log if ``every`` seconds passed since the last one."""
+        if outcome.recorded and outcome.landed is not None:
+            self.landed += 1
+            self.uploaded += outcome.landed.uploaded
+            self.bytes += outcome.landed.version.size
+        if outcome.failures:
+            self.failed += 1
+        now = self._clock()
+        if now - self._last < self._every:
+            return None
+        self._last = now
+        return self.line()
+
+    def line(self) -> str:
+        elapsed = self._clock() - self._started
+        done = self.landed + self.failed
+        rate = f", {done / elapsed:.1f} files/s" if elapsed > 0 else ""
+        return (f"partner '{self._partner}': {done} of {self._total} files done in {_duration(elapsed)}: "
+                f"{self.landed} landed ({self.uploaded} uploaded, {_size(self.bytes)}), {self.failed} failed{rate}")
+
+
 @dataclass(frozen=True)
 class Wanted:
     """What the run was asked for besides landing; each costs reads of S3, so only selected work is done."""

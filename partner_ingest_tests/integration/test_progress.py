@@ -10,7 +10,7 @@ from dagster import DagsterEventType, instance_for_test
 
 from partner_ingest.config import LandingConfig
 from partner_ingest.defs.asset_keys import files_asset_key
-from partner_ingest.defs.assets import build_files_asset
+from partner_ingest.defs.assets import PER_FILE_LINES_UP_TO, build_files_asset
 from partner_ingest.defs.tags import FILE_COUNT_TAG, PARTNER_TAG, RANGE_END_TAG
 from partner_ingest.ingest import run_pipeline
 from partner_ingest_tests.harness.dagster_helpers import land
@@ -88,3 +88,17 @@ def test_sensor_runs_carry_the_partner_and_file_count_tags(make_partner, instanc
     assert all(r.success for r in results)
     assert instance.get_run_by_id(results[0].run_id).tags[FILE_COUNT_TAG] == "3"
     assert instance.get_records_for_run(results[0].run_id, of_type=DagsterEventType.ASSET_MATERIALIZATION).records
+
+
+def test_a_run_of_many_files_logs_its_tally_instead_of_a_line_per_file(make_partner):
+    rig = make_partner()
+    names = [f"many/{i:02d}.csv" for i in range(PER_FILE_LINES_UP_TO + 5)]
+    for name in names:
+        rig.write(name, name.encode())
+    result, instance, keys = land(rig.partner, rig.landing.bucket, names)
+    assert result.success
+    messages = [e.user_message for e in instance.all_logs(result.run_id)]
+    assert not [m for m in messages if " -> s3://" in m], "a line per file in a run of many files"
+    [tally] = [m for m in messages if m.startswith(f"partner '{rig.partner.name}': {len(names)} of {len(names)} files")]
+    assert f"{len(names)} landed ({len(names)} uploaded" in tally and "0 failed" in tally
+    assert instance.get_materialized_partitions(files_asset_key(rig.partner)) == set(keys)

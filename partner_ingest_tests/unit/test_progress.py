@@ -71,3 +71,31 @@ def test_console_url_quotes_the_key_and_adds_a_known_region():
         "https://console.aws.amazon.com/s3/object/landing?prefix=partners%2Facme%2Fin%2Fa%20b%231.csv"
         "&region=eu-west-1")
     assert console_url("landing", "k", None) == "https://console.aws.amazon.com/s3/object/landing?prefix=k"
+
+
+def _outcome(key: str, size: int | None, failed: bool = False, uploaded: bool = True):
+    from partner_ingest.errors import PartnerIngestError
+    from partner_ingest.ingest.transfer import LandedFile, RemoteVersion
+
+    landed = None if size is None else LandedFile(
+        partner="acme", relative_path=key, remote_path=f"/in/{key}", version=RemoteVersion(size=size, mtime=1),
+        bucket="b", key=f"p/{key}", s3_version_id=None, sha256="0" * 64, seconds=0.1, uploaded=uploaded)
+    error = PartnerIngestError("it broke", partner="acme", path=f"/in/{key}", action="retry") if failed else None
+    return run_pipeline.FileOutcome(key, f"/in/{key}", landed=landed, error=error)
+
+
+def test_the_run_tally_logs_at_most_every_interval_and_counts_every_file():
+    clock = Clock()
+    tally = run_pipeline.RunTally("acme", 1000, every=10, clock=clock)
+    lines = []
+    for i in range(1000):
+        clock.now += 0.125  # 8 files a second (exact in binary) for 125 s
+        outcome = _outcome(f"{i}.csv", None, failed=True) if i % 100 == 0 else _outcome(f"{i}.csv", 2048,
+                                                                                           uploaded=i % 2 == 0)
+        if (line := tally.add(outcome)) is not None:
+            lines.append(line)
+    assert len(lines) == 12  # at 10, 20, ... 120 s: a line per ten seconds, not one per file
+    assert lines[0] == ("partner 'acme': 80 of 1000 files done in 10s: 79 landed (39 uploaded, 158.0 KiB), "
+                        "1 failed, 8.0 files/s")
+    assert tally.line() == ("partner 'acme': 1000 of 1000 files done in 2m 05s: 990 landed (490 uploaded, 1.9 MiB), "
+                            "10 failed, 8.0 files/s")
