@@ -90,3 +90,13 @@ def test_the_runs_s3_client_pools_enough_connections_for_its_parallel_files(monk
     defaults = RunLimits()
     assert client.meta.config.max_pool_connections >= defaults.max_connections * defaults.files_per_connection + 4
     assert client.meta.config.retries == {"mode": "standard", "total_max_attempts": 6}
+
+
+def test_a_run_executes_its_one_step_in_the_run_worker_itself():
+    """A partner's run is one step; the multiprocess executor would start it in a second Python (3.7-4.0 s
+    after the run here)."""
+    config = _example()
+    defs = build_definitions(config)
+    job = defs.resolve_implicit_job_def_def_for_assets([files_asset_key(config.partners[0])])
+    assert job.executor_def.name == "in_process"
+    assert len(job.nodes) == 1
