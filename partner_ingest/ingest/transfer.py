@@ -53,7 +53,7 @@ from partner_ingest.sftp.reader import (
     ServerProtocolError,
 )
 from partner_ingest.sftp.remote_file import lstat_regular_file, refused_path
-from partner_ingest.sftp.shared_client import close_without_waiting
+from partner_ingest.sftp.shared_client import SftpStatusError, close_without_waiting
 from partner_ingest.versions import RemoteVersion, uses_content_identity
 
 T = TypeVar("T")
@@ -126,6 +126,8 @@ class _HashingSource:
         while True:
             try:
                 return action()
+            except SftpStatusError:
+                raise  # the server refused this read; the link is fine and a new one would not change its answer
             except _LINK_ERRORS as exc:
                 if self.resumes >= self._max_resumes:
                     raise
@@ -285,10 +287,14 @@ def _no_budget(nbytes: int) -> Iterator[int]:
 def _remote_source(link: PartnerLink, partner: PartnerConfig, remote_path: str, version: RemoteVersion,
                    expected: ExpectedDigest | None, progress: Progress | None = None) -> Iterator[_HashingSource]:
     """The remote file open for a verified, resumable read; drained and closed however the read ends."""
-    remote = _with_link(link, lambda: _open_remote(link.session, remote_path))
-    reading_on = link.session  # the session whose drop the reader resumes from (others share the link)
-    reader = PipelinedReader(link.session.sftp, remote.handle, size=version.size,
-                             server_limit=link.session.read_limit,
+    def open_on_current_session() -> tuple[SftpSession, paramiko.SFTPFile, int | None]:
+        # One session for the handle, its client and its limit: another file's thread may replace the link's
+        # session at any moment, and a handle is only meaningful on the session that opened it.
+        session = link.session
+        return session, _open_remote(session, remote_path), session.read_limit
+
+    reading_on, remote, read_limit = _with_link(link, open_on_current_session)
+    reader = PipelinedReader(remote.sftp, remote.handle, size=version.size, server_limit=read_limit,
                              bytes_in_flight=partner.limits.read_in_flight_bytes)
 
     def reopen(cause: BaseException) -> bytes:
@@ -365,6 +371,8 @@ def _translate(exc: BaseException, partner: PartnerConfig, remote_path: str, buc
             "read, or the server under-reports sizes", partner=partner.name, path=remote_path,
             action="nothing was landed; it is ingested again once stable. If it repeats for a file that no longer "
                    "changes, the partner's server misreports sizes: ask its administrator")
+    if isinstance(exc, SftpStatusError):
+        return status_error(exc, partner, remote_path)
     if isinstance(exc, ServerProtocolError):
         return ServerMisbehavedError(
             f"protocol error from {partner.host}:{partner.port} while reading '{remote_path}': {exc}",
@@ -391,12 +399,24 @@ def _open_remote(session: SftpSession, remote_path: str) -> paramiko.SFTPFile:
                            gone_action="nothing to land; it is picked up again if it returns") from None
 
 
+def status_error(exc: SftpStatusError, partner: PartnerConfig, path: str | None) -> ServerMisbehavedError:
+    """A failure status the server gave for one request on a working link (SFTP has no finer code for it)."""
+    where = f" about '{path}'" if path else ""
+    return ServerMisbehavedError(
+        f"{partner.host}:{partner.port} answered a request{where} with failure '{exc}'", partner=partner.name,
+        path=path, action="nothing was landed; the file is tried again by the next run. If it keeps failing, ask "
+                          "the partner's server administrator what their server reports for it (e.g. a file still "
+                          "open for writing on a Windows server)")
+
+
 def _with_link(link: PartnerLink, action: Callable[[], T]) -> T:
     """Run a short SFTP call, reconnecting (bounded) when the link drops under it."""
     for attempt in range(link.retries + 1):
         session = link.session
         try:
             return action()
+        except SftpStatusError as exc:
+            raise status_error(exc, session.partner, None) from None
         except _LINK_ERRORS as exc:
             if attempt == link.retries:
                 partner = session.partner

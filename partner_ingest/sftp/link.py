@@ -53,6 +53,10 @@ class PartnerLink:
             return session
         with self._lock:
             if self._session is None:
+                if self._gave_up is not None:
+                    # Reconnecting already failed for this link: the run's other files fail at once with that
+                    # error instead of each waiting through a connect timeout of its own.
+                    raise self._gave_up[1]
                 self._session = self._connect()
             return self._session
 

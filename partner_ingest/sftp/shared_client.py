@@ -55,7 +55,25 @@ class SharedSFTPClient(paramiko.SFTPClient):
 
     def _async_request(self, fileobj: Any, t: int, *args: Any) -> int:
         with self._send_lock:  # numbered and sent as one: two threads' packets never interleave
-            return super()._async_request(fileobj, t, *args)
+            if self._broken is not None:
+                raise _broken_session(self._broken)
+            try:
+                return super()._async_request(fileobj, t, *args)
+            except Exception as exc:
+                # A packet may be half sent: nothing more can go on this channel, for any thread.
+                self._fail(exc)
+                raise _broken_session(exc) from exc
+
+    def _convert_status(self, msg: paramiko.Message) -> None:
+        """paramiko's conversion, but a status that is neither "no such file" nor "permission denied" (e.g.
+        ``SSH_FX_FAILURE``) is an :class:`SftpStatusError`: the server's answer about one request, not a
+        broken link, so it fails that request's file and leaves the session to the others."""
+        try:
+            super()._convert_status(msg)
+        except (EOFError, FileNotFoundError, PermissionError):
+            raise
+        except OSError as exc:
+            raise SftpStatusError(*exc.args) from None
 
     def forget(self, numbers: Iterable[int]) -> None:
         """Requests whose replies nobody will collect: dropped now or on arrival."""
@@ -96,21 +114,22 @@ class SharedSFTPClient(paramiko.SFTPClient):
                 self._reading = True
         try:
             t, data = self._read_packet()
-        except EOFError as exc:
-            dropped = SSHException(f"Server connection dropped: {exc}")
-            self._fail(dropped)
-            raise dropped from None
+            msg = paramiko.Message(data)
+            num = msg.get_int()
+        except Exception as exc:
+            # Timeout, drop, garbage: the stream is lost for every thread. The reading thread raises what the
+            # waiting ones raise, so an OSError out of this client always means a server's status, never the link.
+            self._fail(exc)
+            raise _broken_session(exc) from exc
         except BaseException as exc:
             self._fail(exc)
             raise
-        msg = paramiko.Message(data)
-        num = msg.get_int()
-        with self._lock:
+        with self._replies, self._lock:  # the same order as forget(): a reply is filed or dropped, never both
             fileobj = self._expecting.pop(num, None)
-        with self._replies:
             # Kept for whoever asks by number: our holders, and paramiko's synchronous calls and pipelined writes
             # (``type(None)``; a close sent by a garbage-collected file leaves its small status here). A number
-            # nobody expects (forgotten) is dropped; paramiko's prefetching files get theirs directly.
+            # nobody expects (forgotten, or its holder gone) is dropped; paramiko's prefetching files get theirs
+            # directly.
             if fileobj is not None and not isinstance(fileobj, paramiko.SFTPFile):
                 self._arrived[num] = (t, msg)
             self._reading = False
@@ -118,11 +137,22 @@ class SharedSFTPClient(paramiko.SFTPClient):
         if isinstance(fileobj, paramiko.SFTPFile):
             fileobj._async_response(t, msg, num)
 
+    @property
+    def broken(self) -> bool:
+        """True once the link failed under a request: the session must be replaced."""
+        return self._broken is not None
+
     def _fail(self, exc: BaseException) -> None:
         with self._replies:
-            self._broken = exc
+            if self._broken is None:
+                self._broken = exc
             self._reading = False
             self._replies.notify_all()
+
+
+class SftpStatusError(OSError):
+    """The server answered one request with a failure status (``SSH_FX_FAILURE``, ``SSH_FX_BAD_MESSAGE``,
+    ``SSH_FX_OP_UNSUPPORTED``...): that request failed, the session is fine."""
 
 
 def _broken_session(cause: BaseException) -> SSHException:

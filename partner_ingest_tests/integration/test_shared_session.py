@@ -18,7 +18,12 @@ from paramiko.sftp import CMD_READ, int64
 from partner_ingest.defs.resources import SftpResource
 from partner_ingest.sftp.reader import PipelinedReader, Responses
 from partner_ingest.sftp.remote_file import lstat_regular_file
-from partner_ingest.sftp.shared_client import SharedSFTPClient, close_without_waiting, forget_requests
+from partner_ingest.sftp.shared_client import (
+    SftpStatusError,
+    SharedSFTPClient,
+    close_without_waiting,
+    forget_requests,
+)
 from partner_ingest_tests.harness.fault_proxy import Fault, FaultProxy
 
 
@@ -130,3 +135,41 @@ def test_a_close_not_waited_for_still_closes_the_handle(make_partner):
         assert not sftp._arrived and not sftp._expecting
     finally:
         session.close()
+
+
+def test_a_failure_status_fails_only_its_request_and_the_session_goes_on(make_partner):
+    """OpenSSH answers SSH_FX_FAILURE to a READ of a directory's handle (read(2): EISDIR). That is the server's
+    answer about one request: it must not read as a broken link, which would replace the session under the
+    other files sharing it."""
+    rig = make_partner()
+    rig.write("sub/a.bin", b"a" * 100)
+    session = SftpResource(secrets=SecretsManagerResource()).open(rig.partner)
+    try:
+        sftp = session.sftp
+        with sftp.open(session.remote_path("sub"), "rb") as directory, pytest.raises(SftpStatusError):
+            sftp._request(CMD_READ, directory.handle, int64(0), 10)
+        assert not sftp.broken
+        assert sftp.stat(session.remote_path("sub/a.bin")).st_size == 100
+    finally:
+        session.close()
+
+
+def test_a_stalled_link_is_a_link_error_in_the_thread_that_was_reading_too(make_partner, sshd):
+    """The reading thread's timeout must not surface as a bare OSError, which callers read as a server status
+    (e.g. "remote_dir cannot be resolved"): every thread on the session gets the same link error."""
+    proxy = FaultProxy(sshd.port)
+    try:
+        proxy.add(Fault(stall_after=1024 * 1024))
+        rig = make_partner(port=proxy.port)
+        rig.write("big.bin", os.urandom(4 * 1024 * 1024))
+        session = SftpResource(secrets=SecretsManagerResource(), channel_timeout_seconds=1.0).open(rig.partner)
+        with pytest.raises(paramiko.SSHException), session.sftp.open(session.remote_path("big.bin"), "rb") as remote:
+            reader = PipelinedReader(session.sftp, remote.handle, size=4 * 1024 * 1024)
+            while reader.read(1024 * 1024):
+                pass
+        assert session.sftp.broken
+        with pytest.raises(paramiko.SSHException):  # and it refuses further requests at once
+            session.sftp.stat(session.remote_path("big.bin"))
+        session.close()
+    finally:
+        proxy.close()
