@@ -120,10 +120,13 @@ class RunTally:
         self._every = PROGRESS_EVERY_SECONDS if every is None else every
         self._clock = clock
         self._started = self._last = clock()
-        self.landed = self.uploaded = self.failed = self.bytes = 0
+        self.done = self.landed = self.uploaded = self.failed = self.bytes = 0
 
     def add(self, outcome: FileOutcome) -> str | None:
-        """Count one file; the line to log if ``every`` seconds passed since the last one."""
+        """Count one file; the line to log if ``every`` seconds passed since the last one.
+
+        A file that landed but whose after-landing action failed counts as landed and as failed."""
+        self.done += 1
         if outcome.recorded and outcome.landed is not None:
             self.landed += 1
             self.uploaded += outcome.landed.uploaded
@@ -138,7 +141,7 @@ class RunTally:
 
     def line(self) -> str:
         elapsed = self._clock() - self._started
-        done = self.landed + self.failed
+        done = self.done
         rate = f", {done / elapsed:.1f} files/s" if elapsed > 0 else ""
         return (f"partner '{self._partner}': {done} of {self._total} files done in {_duration(elapsed)}: "
                 f"{self.landed} landed ({self.uploaded} uploaded, {_size(self.bytes)}), {self.failed} failed{rate}")

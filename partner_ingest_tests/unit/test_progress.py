@@ -99,3 +99,16 @@ def test_the_run_tally_logs_at_most_every_interval_and_counts_every_file():
                         "1 failed, 8.0 files/s")
     assert tally.line() == ("partner 'acme': 1000 of 1000 files done in 2m 05s: 990 landed (490 uploaded, 1.9 MiB), "
                             "10 failed, 8.0 files/s")
+
+
+def test_a_file_landed_whose_after_landing_action_failed_is_one_file_done():
+    from partner_ingest.errors import AfterLandingError
+
+    clock = Clock()
+    tally = run_pipeline.RunTally("acme", 2, every=10, clock=clock)
+    outcome = _outcome("a.csv", 10)
+    outcome.after_landing_error = AfterLandingError("could not delete", partner="acme", path="/in/a.csv",
+                                                    action="grant delete")
+    tally.add(outcome)
+    tally.add(_outcome("b.csv", 10))
+    assert tally.line().startswith("partner 'acme': 2 of 2 files done in 0s: 2 landed (2 uploaded, 20 B), 1 failed")
