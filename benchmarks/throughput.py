@@ -432,6 +432,15 @@ def purge_all(s3: Any, bucket: str, prefix: str) -> None:
     raise RuntimeError(f"could not empty s3://{bucket}/{prefix}")
 
 
+def expect_then_purge(s3: Any, bucket: str, prefix: str, expected: int, who: str) -> None:
+    """A case landed exactly ``expected`` objects under ``prefix``; then they are removed for the next case."""
+    count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(
+        Bucket=bucket, Prefix=prefix))
+    if count != expected:
+        raise RuntimeError(f"{who}: {count} objects under s3://{bucket}/{prefix}, expected {expected}")
+    purge_all(s3, bucket, prefix)
+
+
 def small_names(level: Level) -> list[str]:
     return sorted(p.name for p in (level.tree / tt.SMALL_DIR).iterdir())
 
@@ -478,11 +487,7 @@ def case_small_ours(level: Level, s3: Any) -> Run:
     if report.unreachable is not None or report.failures or report.refused or landed != len(keys):
         raise RuntimeError(f"ours landed {landed} of {len(keys)}: unreachable {report.unreachable}, "
                            f"failures {report.failures[:3]}, refused {report.refused[:3]}")
-    count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=level.bucket, Prefix=f"{tt.LANDING_PREFIX}/{tt.SMALL_DIR}/"))
-    if count != len(keys):
-        raise RuntimeError(f"ours: {count} objects in S3, expected {len(keys)}")
-    purge_all(s3, level.bucket, f"{tt.LANDING_PREFIX}/")
+    expect_then_purge(s3, level.bucket, f"{tt.LANDING_PREFIX}/", len(keys), "ours")
     sample = measured.sample
     return Run(seconds=seconds, whole_seconds=seconds, client_cpu=client_cpu,
                proxy_cpu=proxy_delta(level, proxy_before), sshd_cpu=sample.sshd_cpu, moto_cpu=sample.moto_cpu,
@@ -495,11 +500,7 @@ def case_small_rclone(level: Level, s3: Any) -> Run:
     cmd = tt.rclone_command(level, "copy", "--transfers", "4", f"src:{level.remote(tt.SMALL_DIR)}",
                             f"dst:{level.bucket}/{prefix}")
     _, run = run_external(level, cmd, env=tt.rclone_env(), what="rclone copy")
-    count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=level.bucket, Prefix=f"{prefix}/"))
-    if count != level.args.small_files:
-        raise RuntimeError(f"rclone copied {count} small files, expected {level.args.small_files}")
-    purge_all(s3, level.bucket, f"{prefix}/")
+    expect_then_purge(s3, level.bucket, f"{prefix}/", level.args.small_files, "rclone")
     run.notes["note"] = "whole command"
     return run
 
@@ -562,11 +563,7 @@ def case_small_dagster(level: Level, s3: Any) -> Run:
         stats = instance.get_run_stats(result.run_id)
     if not result.success:
         raise RuntimeError(f"the Dagster run of {len(keys)} small files failed")
-    count = sum(page.get("KeyCount", 0) for page in s3.get_paginator("list_objects_v2").paginate(
-        Bucket=level.bucket, Prefix=f"dagster/{name}/"))
-    if count != len(keys):
-        raise RuntimeError(f"the Dagster run landed {count} objects, expected {len(keys)}")
-    purge_all(s3, level.bucket, f"dagster/{name}/")
+    expect_then_purge(s3, level.bucket, f"dagster/{name}/", len(keys), "the Dagster run")
     sample = measured.sample
     seconds = stats.end_time - stats.start_time
     return Run(seconds=seconds, whole_seconds=seconds, client_cpu=client_cpu,
