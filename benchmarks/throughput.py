@@ -904,19 +904,7 @@ def benchmark(args: argparse.Namespace) -> None:
                                                   indent=2))
             print(f"\nwritten: {args.json}")
     finally:
-        if base is not None:
-            base.sshd_cpu.stop()
-        for proxy in [*(level.proxy for level in levels), s3_proxy]:
-            if proxy is not None:
-                with contextlib.suppress(Exception):
-                    proxy.stop()
-        for server in (moto, sshd):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.stop()
-        if sshd is not None:
-            shutil.rmtree(sshd.workdir, ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+        tt.stop_all(base, moto, sshd, scratch, proxies=[*(level.proxy for level in levels), s3_proxy])
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -51,7 +51,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -737,15 +737,21 @@ def benchmark(args: argparse.Namespace) -> None:
                 rss_rows.append((label, rig.sizes[name], result))
         report(rig, big, small, rss_rows)
     finally:
-        if rig is not None:
-            rig.sshd_cpu.stop()
-        for server in (moto, sshd):
-            if server is not None:
-                with contextlib.suppress(Exception):
-                    server.stop()
-        if sshd is not None:
-            shutil.rmtree(sshd.workdir, ignore_errors=True)
-        shutil.rmtree(scratch, ignore_errors=True)
+        stop_all(rig, moto, sshd, scratch)
+
+
+def stop_all(rig: Rig | None, moto: Any, sshd: Any, scratch: Path, proxies: Iterable[Any] = ()) -> None:
+    """A benchmark's teardown: the CPU sampler, every proxy, moto and sshd (each stopped by its PID even if
+    another one's stop failed), then the scratch trees."""
+    if rig is not None:
+        rig.sshd_cpu.stop()
+    for server in (*proxies, moto, sshd):
+        if server is not None:
+            with contextlib.suppress(Exception):
+                server.stop()
+    if sshd is not None:
+        shutil.rmtree(sshd.workdir, ignore_errors=True)
+    shutil.rmtree(scratch, ignore_errors=True)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
